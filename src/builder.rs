@@ -1,0 +1,779 @@
+//! The builder: takes pending submissions one at a time, oldest first, and
+//! turns each into a published site or a failure record.
+//!
+//! Invariants:
+//! - "pending" is read off the branch: a submission is pending exactly when
+//!   no site and no failure record there carries its hash, so a builder that
+//!   was killed simply redoes the job it was on, and nothing else;
+//! - one builder per repo (an OS file lock) and one job at a time;
+//! - a job ends as one commit on the branch (site or failure record), made
+//!   by compare-and-swap; if the branch moved, the job is re-checked and the
+//!   commit redone on the new tip;
+//! - an invalid file is moved to `inbox/rejected/`, never deleted.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Config, ConfigError};
+use crate::finalize::{self, Direction, PageOptions};
+use crate::inbox::{Inbox, InboxError, Job};
+use crate::publish::{Identity, PublishError, Snapshot, Store, TreeEdit};
+use crate::stages::{self, StageRecord};
+use crate::submission::{is_project_id, is_sha256};
+use crate::templates::{Layouts, TemplateError};
+
+/// Format version of `metadata.json` and of failure records.
+pub const METADATA_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("{path} is not a protoforge site repo (no {name}); run `protoforge init {path}` first", name = config::FILE_NAME)]
+    NotASiteRepo { path: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("finalize: {0}")]
+    Finalize(#[from] finalize::FinalizeError),
+    #[error(
+        "another builder is already running on {path} (it holds {lock}); stop it, or wait for it to finish"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the branch kept moving under us ({tries} tries); is another builder writing to it without the lock?"
+    )]
+    Contended { tries: u32 },
+    #[error("{0}")]
+    Watch(String),
+}
+
+/// An opened site repo: its config, inbox, layouts and branch.
+pub struct Workspace {
+    pub root: PathBuf,
+    pub config: Config,
+    pub inbox: Inbox,
+    pub layouts: Layouts,
+    pub store: Store,
+}
+
+impl Workspace {
+    /// Open the site repo at `root`, loading `protoforge.yaml` (or `config`
+    /// if given) and the layouts.
+    pub fn open(root: &Path, config_path: Option<&Path>) -> Result<Workspace, BuildError> {
+        let config_file =
+            config_path.map(Path::to_path_buf).unwrap_or_else(|| root.join(config::FILE_NAME));
+        if config_path.is_none() && !config_file.exists() && !root.join(".git").exists() {
+            return Err(BuildError::NotASiteRepo { path: root.into() });
+        }
+        let config = Config::load(&config_file)?;
+        let inbox = Inbox::new(
+            root.join(&config.inbox_dir),
+            config.limits.clone(),
+            &config.project_id_salt,
+        );
+        let layouts = Layouts::load(&root.join(&config.layouts_dir))?;
+        let identity =
+            |i: &config::Identity| Identity { name: i.name.clone(), email: i.email.clone() };
+        let store = Store::open(
+            root,
+            &config.branch,
+            identity(&config.author),
+            identity(&config.committer),
+        )?;
+        Ok(Workspace { root: root.into(), config, inbox, layouts, store })
+    }
+
+    /// Take the per-repo builder lock; held until the returned file drops.
+    pub fn lock(&self) -> Result<File, BuildError> {
+        // Inside .git, so the lock never shows up as a file to commit.
+        let git_dir = self.root.join(".git");
+        let lock = if git_dir.is_dir() { git_dir } else { self.root.clone() }
+            .join("protoforge-builder.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| BuildError::Io { path: lock.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.clear_stale_ref_lock();
+                Ok(file)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(BuildError::Locked { path: self.root.clone(), lock })
+            }
+            Err(std::fs::TryLockError::Error(source)) => Err(BuildError::Io { path: lock, source }),
+        }
+    }
+}
+
+impl Workspace {
+    /// A builder killed while gix held the branch's `.lock` file leaves it
+    /// behind, and every later ref update would fail. We hold the builder
+    /// lock, so no other builder can own it; a lock this old is not a git
+    /// command of the user's either.
+    fn clear_stale_ref_lock(&self) {
+        let lock = self.root.join(".git/refs/heads").join(format!("{}.lock", self.config.branch));
+        let Ok(meta) = std::fs::metadata(&lock) else { return };
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+        if age > Duration::from_secs(10) {
+            match std::fs::remove_file(&lock) {
+                Ok(()) => {
+                    tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a killed builder")
+                }
+                Err(e) => {
+                    tracing::warn!(lock = %lock.display(), "cannot remove a stale ref lock: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Where a submission stands, as the branch tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Pending,
+    Published { project_id: String, expires_at: String },
+    Failed(FailureRecord),
+}
+
+/// What `metadata.json` says about the submissions a site carries; the
+/// rest of the file is for people and tools.
+#[derive(Debug, Clone, Deserialize)]
+struct MetadataHashes {
+    submission_sha256: String,
+    #[serde(default)]
+    previous_submissions: Vec<String>,
+    #[serde(default)]
+    expires_at: String,
+}
+
+/// A failed job, as recorded on the branch in `failed/<sha256>.json`. No
+/// personal data: ids, the stage and the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub format: u32,
+    pub project_id: String,
+    pub submission_sha256: String,
+    pub failed_at: String,
+    pub stage: String,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+pub fn site_dir(project_id: &str) -> String {
+    format!("sites/{project_id}")
+}
+
+pub fn failure_path(sha256: &str) -> String {
+    format!("failed/{sha256}.json")
+}
+
+/// The state of a submission in one snapshot of the branch.
+pub fn state_of(snapshot: &Snapshot, project_id: &str, sha256: &str) -> Result<State, BuildError> {
+    if let Some(bytes) = snapshot.read(&failure_path(sha256))?
+        && let Ok(record) = serde_json::from_slice::<FailureRecord>(&bytes)
+    {
+        return Ok(State::Failed(record));
+    }
+    if let Some(bytes) = snapshot.read(&format!("{}/metadata.json", site_dir(project_id)))?
+        && let Ok(meta) = serde_json::from_slice::<MetadataHashes>(&bytes)
+        && (meta.submission_sha256 == sha256
+            || meta.previous_submissions.iter().any(|h| h == sha256))
+    {
+        return Ok(State::Published { project_id: project_id.into(), expires_at: meta.expires_at });
+    }
+    Ok(State::Pending)
+}
+
+/// The result of reading the inbox.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Valid submissions with their state, oldest first.
+    pub jobs: Vec<(Job, State)>,
+    /// Files that were invalid: (new path in rejected/, error text).
+    pub rejected: Vec<(PathBuf, String)>,
+}
+
+impl Scan {
+    pub fn pending(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.iter().filter(|(_, s)| *s == State::Pending).map(|(j, _)| j)
+    }
+}
+
+/// Read every inbox file, move invalid ones aside (when `reject` is set)
+/// and look each valid one up on the branch.
+pub fn scan(ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
+    let snapshot = ws.store.snapshot()?;
+    let mut out = Scan::default();
+    for path in ws.inbox.list()? {
+        match ws.inbox.load(&path) {
+            Ok(job) => {
+                let state = state_of(&snapshot, &job.parsed.project_id, &job.parsed.sha256)?;
+                out.jobs.push((job, state));
+            }
+            Err(InboxError::Invalid(e)) => {
+                let text = e.to_string();
+                let moved = if reject { ws.inbox.reject(&path, &text)? } else { path };
+                tracing::warn!(file = %moved.display(), "rejected: {text}");
+                out.rejected.push((moved, text));
+            }
+            // A file that vanished between listing and reading was taken
+            // by someone else; anything else is a real I/O problem.
+            Err(InboxError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Oldest first; the file name breaks ties so the order is total.
+    out.jobs.sort_by(|(a, _), (b, _)| {
+        a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
+    });
+    Ok(out)
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Published {
+        project_id: String,
+        commit: String,
+        files: usize,
+        bytes: u64,
+    },
+    /// Someone else published or failed it while we worked.
+    AlreadyDone {
+        project_id: String,
+    },
+    Failed {
+        project_id: String,
+        stage: String,
+        reason: String,
+    },
+}
+
+/// One row of the summary.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub file: String,
+    pub outcome: JobOutcome,
+    pub duration: Duration,
+}
+
+/// A site ready to publish.
+pub struct SiteBuild {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub layout: String,
+    pub kind: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub warnings: Vec<String>,
+}
+
+/// Why a job failed, and whether trying again may help.
+struct JobFailure {
+    stage: &'static str,
+    reason: String,
+    transient: bool,
+}
+
+/// Analyze, render and finalize a job into the files of its site.
+pub fn generate(
+    ws: &Workspace,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<SiteBuild, (String, &'static str, bool)> {
+    let mut records: Vec<StageRecord> = Vec::new();
+    let lang = job.submission().language_or(&ws.config.generator.default_language).to_string();
+    let t = ws.layouts.strings(&lang);
+    let analysis = stages::timed(&mut records, "analyze", || {
+        Ok::<_, ()>(stages::analyze(
+            job,
+            &t,
+            &ws.config.generator.default_language,
+            ws.config.generator.show_contact_details,
+        ))
+    })
+    .expect("the rule-based analysis cannot fail");
+    let expires_at = now + chrono::Duration::days(i64::from(ws.config.expiry_days));
+    let rendered = stages::timed(&mut records, "render", || {
+        ws.layouts.render(&analysis, &job.parsed.project_id, expires_at.date_naive())
+    })
+    .map_err(|e| (e.to_string(), "render", false))?;
+    let mut warnings = analysis.warnings.clone();
+    let banner = t.get("banner").replace("{date}", &expires_at.format("%Y-%m-%d").to_string());
+    let (html, css) = stages::timed(&mut records, "finalize", || {
+        let opts = PageOptions {
+            lang: &analysis.lang,
+            dir: if analysis.dir == "rtl" { Direction::Rtl } else { Direction::Ltr },
+            banner: &banner,
+            title: &analysis.name,
+        };
+        let page = finalize::finalize_html(&rendered.index_html, &opts)?;
+        let css = finalize::finalize_css(&rendered.styles_css);
+        Ok::<_, finalize::FinalizeError>((page, css))
+    })
+    .map_err(|e| (e.to_string(), "finalize", false))?;
+    warnings.extend(html.warnings);
+    warnings.extend(css.warnings);
+
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("index.html".into(), html.html.into_bytes()),
+        ("styles.css".into(), css.css.into_bytes()),
+        ("script.js".into(), rendered.script_js),
+    ];
+    files.extend(analysis.assets.iter().cloned());
+    let metadata = Metadata {
+        format: METADATA_FORMAT,
+        project_id: &job.parsed.project_id,
+        submission_sha256: &job.parsed.sha256,
+        previous_submissions: Vec::new(),
+        created_at: rfc3339(now),
+        expires_at: rfc3339(expires_at),
+        generator: Generator {
+            mode: "template",
+            provider: None,
+            model: None,
+            prompt_versions: serde_json::Map::new(),
+            layout: &rendered.layout,
+            protoforge: env!("CARGO_PKG_VERSION"),
+        },
+        site: SiteFacts {
+            kind: analysis.kind.as_str(),
+            language: &analysis.lang,
+            dir: analysis.dir,
+            palette_source: analysis.palette.source,
+            sections: analysis.sections.iter().map(|s| s.kind.as_str()).collect(),
+        },
+        stages: records,
+        files: files
+            .iter()
+            .map(|(p, b)| FileEntry { path: p.clone(), size: b.len() as u64 })
+            .collect(),
+        warnings: warnings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
+    files.push(("metadata.json".into(), json));
+    Ok(SiteBuild {
+        files,
+        layout: rendered.layout,
+        kind: analysis.kind.as_str(),
+        expires_at,
+        warnings,
+    })
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    format: u32,
+    project_id: &'a str,
+    submission_sha256: &'a str,
+    previous_submissions: Vec<String>,
+    created_at: String,
+    expires_at: String,
+    generator: Generator<'a>,
+    site: SiteFacts<'a>,
+    stages: Vec<StageRecord>,
+    files: Vec<FileEntry>,
+    warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Generator<'a> {
+    mode: &'static str,
+    provider: Option<String>,
+    model: Option<String>,
+    prompt_versions: serde_json::Map<String, serde_json::Value>,
+    layout: &'a str,
+    protoforge: &'static str,
+}
+
+#[derive(Serialize)]
+struct SiteFacts<'a> {
+    kind: &'static str,
+    language: &'a str,
+    dir: &'static str,
+    palette_source: &'static str,
+    sections: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct FileEntry {
+    path: String,
+    size: u64,
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Carry the hashes of the submissions an existing site was built from, so
+/// that an older file with the same client id is not rebuilt again.
+fn previous_hashes(
+    snapshot: &Snapshot,
+    project_id: &str,
+    sha256: &str,
+) -> Result<Vec<String>, BuildError> {
+    let Some(bytes) = snapshot.read(&format!("{}/metadata.json", site_dir(project_id)))? else {
+        return Ok(Vec::new());
+    };
+    let Ok(meta) = serde_json::from_slice::<MetadataHashes>(&bytes) else { return Ok(Vec::new()) };
+    let mut hashes = meta.previous_submissions;
+    hashes.push(meta.submission_sha256);
+    hashes.retain(|h| h != sha256 && is_sha256(h));
+    hashes.sort();
+    hashes.dedup();
+    Ok(hashes)
+}
+
+fn with_previous(files: &mut [(String, Vec<u8>)], previous: &[String]) {
+    if previous.is_empty() {
+        return;
+    }
+    if let Some((_, bytes)) = files.iter_mut().find(|(p, _)| p == "metadata.json")
+        && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        value["previous_submissions"] = serde_json::json!(previous);
+        *bytes = serde_json::to_vec_pretty(&value).expect("metadata serializes");
+    }
+}
+
+const MAX_CAS_TRIES: u32 = 20;
+
+/// Commit with compare-and-swap, re-checking the job on every new tip.
+/// `edits` builds the edits for a snapshot; `None` means the job is done.
+fn commit_job(
+    ws: &Workspace,
+    message: &str,
+    mut edits: impl FnMut(&Snapshot) -> Result<Option<Vec<TreeEdit>>, BuildError>,
+) -> Result<Option<String>, BuildError> {
+    for _ in 0..MAX_CAS_TRIES {
+        let snapshot = ws.store.snapshot()?;
+        let Some(edits) = edits(&snapshot)? else { return Ok(None) };
+        match ws.store.commit(snapshot.commit_id(), message, &edits) {
+            Ok(id) => return Ok(Some(id.to_string())),
+            Err(PublishError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(BuildError::Contended { tries: MAX_CAS_TRIES })
+}
+
+/// Build and publish one job; a failure is recorded on the branch.
+pub fn process(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
+    let pid = job.parsed.project_id.clone();
+    let sha = job.parsed.sha256.clone();
+    let max = ws.config.builder.max_attempts;
+    let mut attempts = 0;
+    let failure = loop {
+        attempts += 1;
+        let now = Utc::now();
+        let build = match generate(ws, job, now) {
+            Ok(b) => b,
+            Err((reason, stage, transient)) => {
+                let f = JobFailure { stage, reason, transient };
+                if f.transient && attempts < max {
+                    backoff(ws, attempts);
+                    continue;
+                }
+                break f;
+            }
+        };
+        let bytes: u64 = build.files.iter().map(|(_, b)| b.len() as u64).sum();
+        let message = site_message(&pid, &sha, &build, bytes);
+        let file_count = build.files.len();
+        let result = commit_job(ws, &message, |snapshot| {
+            if state_of(snapshot, &pid, &sha)? != State::Pending {
+                return Ok(None);
+            }
+            let mut files = build.files.clone();
+            with_previous(&mut files, &previous_hashes(snapshot, &pid, &sha)?);
+            Ok(Some(vec![TreeEdit::PutDir { path: site_dir(&pid), files }]))
+        });
+        match result {
+            Ok(Some(commit)) => {
+                return Ok(JobOutcome::Published {
+                    project_id: pid,
+                    commit,
+                    files: file_count,
+                    bytes,
+                });
+            }
+            Ok(None) => return Ok(JobOutcome::AlreadyDone { project_id: pid }),
+            Err(e) if attempts < max => {
+                tracing::warn!(project_id = %pid, attempt = attempts, "publish failed, retrying: {e}");
+                backoff(ws, attempts);
+            }
+            Err(e) => {
+                break JobFailure { stage: "publish", reason: e.to_string(), transient: true };
+            }
+        }
+    };
+    record_failure(ws, job, &failure, attempts)
+}
+
+fn backoff(ws: &Workspace, attempt: u32) {
+    let ms = ws.config.builder.retry_backoff_ms.saturating_mul(1 << (attempt - 1).min(10));
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn record_failure(
+    ws: &Workspace,
+    job: &Job,
+    f: &JobFailure,
+    attempts: u32,
+) -> Result<JobOutcome, BuildError> {
+    let pid = &job.parsed.project_id;
+    let sha = &job.parsed.sha256;
+    let record = FailureRecord {
+        format: METADATA_FORMAT,
+        project_id: pid.clone(),
+        submission_sha256: sha.clone(),
+        failed_at: rfc3339(Utc::now()),
+        stage: f.stage.into(),
+        attempts,
+        reason: f.reason.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&record).expect("a failure record serializes");
+    let message = format!(
+        "Record failed prototype {pid}\n\nStage {}, after {attempts} attempt(s): {}\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\n",
+        f.stage,
+        first_line(&f.reason)
+    );
+    tracing::error!(project_id = %pid, stage = f.stage, "job failed: {}", f.reason);
+    commit_job(ws, &message, |snapshot| {
+        if state_of(snapshot, pid, sha)? != State::Pending {
+            return Ok(None);
+        }
+        Ok(Some(vec![TreeEdit::PutFile { path: failure_path(sha), bytes: bytes.clone() }]))
+    })?;
+    Ok(JobOutcome::Failed {
+        project_id: pid.clone(),
+        stage: f.stage.into(),
+        reason: f.reason.clone(),
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn site_message(pid: &str, sha: &str, build: &SiteBuild, bytes: u64) -> String {
+    format!(
+        "Add prototype {pid}\n\nA {} site from the template generator (layout {}), {} files, {:.1} KiB{}.\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\nExpires-At: {}\n",
+        build.kind,
+        build.layout,
+        build.files.len(),
+        bytes as f64 / 1024.0,
+        if build.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(", {} warning(s)", build.warnings.len())
+        },
+        rfc3339(build.expires_at),
+    )
+}
+
+/// Clear the failure record(s) matching `id` (a project id or a prefix of
+/// at least 8 characters of the submission hash), so the job is pending
+/// again. Returns the project ids cleared.
+pub fn retry(ws: &Workspace, id: &str) -> Result<Vec<String>, BuildError> {
+    let id = id.trim();
+    let snapshot = ws.store.snapshot()?;
+    let mut matches = Vec::new();
+    for name in snapshot.list_dir("failed")? {
+        let Some(sha) = name.strip_suffix(".json") else { continue };
+        let Some(bytes) = snapshot.read(&format!("failed/{name}"))? else { continue };
+        let Ok(record) = serde_json::from_slice::<FailureRecord>(&bytes) else { continue };
+        if record.project_id == id || (id.len() >= 8 && sha.starts_with(id)) {
+            matches.push((sha.to_string(), record.project_id));
+        }
+    }
+    if matches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = matches.iter().map(|(_, p)| p.clone()).collect();
+    let message = format!(
+        "Clear failure record of {}\n\nThe submission is pending again.\n\n{}",
+        ids.join(", "),
+        matches
+            .iter()
+            .map(|(s, p)| format!("Prototype-Id: {p}\nSubmission-Sha256: {s}\n"))
+            .collect::<String>()
+    );
+    commit_job(ws, &message, |_| {
+        Ok(Some(
+            matches.iter().map(|(sha, _)| TreeEdit::Remove { path: failure_path(sha) }).collect(),
+        ))
+    })?;
+    Ok(ids)
+}
+
+/// Progress reporting for `build --once`: a bar on a terminal, log lines
+/// otherwise.
+pub trait Progress {
+    fn start(&mut self, total: usize);
+    fn job_started(&mut self, job: &Job);
+    fn job_done(&mut self, report: &JobReport);
+    fn finish(&mut self);
+}
+
+/// Process every pending job of one scan, oldest first.
+pub fn run_once(
+    ws: &Workspace,
+    progress: &mut dyn Progress,
+) -> Result<(Scan, Vec<JobReport>), BuildError> {
+    let _lock = ws.lock()?;
+    let scan = scan(ws, true)?;
+    let pending: Vec<&Job> = scan.pending().collect();
+    progress.start(pending.len());
+    let mut reports = Vec::new();
+    for job in pending {
+        progress.job_started(job);
+        let start = Instant::now();
+        let outcome = process(ws, job)?;
+        let report = JobReport { file: job.file_name(), outcome, duration: start.elapsed() };
+        progress.job_done(&report);
+        reports.push(report);
+    }
+    progress.finish();
+    Ok((scan, reports))
+}
+
+/// Watch the inbox and build whatever becomes pending, one job at a time,
+/// until `stop` returns true. Events are debounced; a full rescan runs every
+/// `builder.rescan_interval_secs` whatever the events say.
+pub fn watch(
+    ws: &Workspace,
+    progress: &mut dyn Progress,
+    mut stop: impl FnMut() -> bool,
+) -> Result<(), BuildError> {
+    use notify::RecursiveMode;
+    use notify_debouncer_full::new_debouncer;
+
+    let _lock = ws.lock()?;
+    std::fs::create_dir_all(ws.inbox.dir())
+        .map_err(|source| BuildError::Io { path: ws.inbox.dir().into(), source })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let debounce = Duration::from_millis(ws.config.builder.debounce_ms);
+    let mut debouncer = new_debouncer(debounce, None, tx)
+        .map_err(|e| BuildError::Watch(format!("cannot start the file watcher: {e}")))?;
+    debouncer.watch(ws.inbox.dir(), RecursiveMode::NonRecursive).map_err(|e| {
+        BuildError::Watch(format!("cannot watch {}: {e}", ws.inbox.dir().display()))
+    })?;
+    let rescan_every = Duration::from_secs(ws.config.builder.rescan_interval_secs);
+    tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
+    while !stop() {
+        let scan = scan(ws, true)?;
+        if let Some(job) = scan.pending().next() {
+            progress.job_started(job);
+            let start = Instant::now();
+            let outcome = process(ws, job)?;
+            progress.job_done(&JobReport {
+                file: job.file_name(),
+                outcome,
+                duration: start.elapsed(),
+            });
+            // Rescan at once: an older submission may have arrived meanwhile.
+            continue;
+        }
+        // Idle: wake on an event, on the rescan timer, or to check `stop`.
+        let deadline = Instant::now() + rescan_every;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop() {
+                break;
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+                Ok(Ok(events))
+                    if events.iter().any(|e| {
+                        e.paths.iter().any(|p| crate::inbox::is_submission_name(p))
+                            || e.need_rescan()
+                    }) =>
+                {
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(errors)) => {
+                    // The OS dropped events (queue overflow): rescan now.
+                    tracing::warn!("file watcher: {errors:?}; rescanning");
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(BuildError::Watch("the file watcher stopped".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A one-line state for `status`.
+pub fn describe(state: &State) -> (&'static str, String) {
+    match state {
+        State::Pending => ("pending", String::new()),
+        State::Published { project_id, expires_at } => {
+            ("done", format!("{project_id} (expires {expires_at})"))
+        }
+        State::Failed(r) => {
+            ("failed", format!("{} at {}: {}", r.project_id, r.stage, first_line(&r.reason)))
+        }
+    }
+}
+
+/// Write every site on the branch (or only `ids`) under `out/<id>/`.
+pub fn export(ws: &Workspace, out: &Path, ids: &[String]) -> Result<Vec<PathBuf>, BuildError> {
+    let snapshot = ws.store.snapshot()?;
+    let ids: Vec<String> = if ids.is_empty() { snapshot.list_dir("sites")? } else { ids.to_vec() };
+    let mut written = Vec::new();
+    for id in ids {
+        // SECURITY: the id becomes a directory name; only project-id shaped
+        // names may be used, so `../x` cannot write outside `out`.
+        if !is_project_id(&id) {
+            return Err(BuildError::Io {
+                path: out.join(&id),
+                source: std::io::Error::other(format!("`{id}` is not a project id")),
+            });
+        }
+        let files = snapshot.read_dir_recursive(&site_dir(&id))?;
+        let dir = out.join(&id);
+        for (rel, bytes) in files {
+            let path = dir.join(&rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| BuildError::Io { path: parent.into(), source })?;
+            }
+            std::fs::write(&path, bytes)
+                .map_err(|source| BuildError::Io { path: path.clone(), source })?;
+        }
+        written.push(dir);
+    }
+    Ok(written)
+}
+
+/// Whether the outcome counts as a failure for the exit code.
+pub fn is_failure(outcome: &JobOutcome) -> bool {
+    matches!(outcome, JobOutcome::Failed { .. })
+}
+
+impl JobOutcome {
+    pub fn project_id(&self) -> &str {
+        match self {
+            JobOutcome::Published { project_id, .. }
+            | JobOutcome::AlreadyDone { project_id }
+            | JobOutcome::Failed { project_id, .. } => project_id,
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! Loads, overrides and validates `protoforge.yaml`.
+//!
+//! Invariants:
+//! - every key has a default, so an empty (or missing) file is a valid config;
+//! - unknown keys are an error that names the key, its `file:line:column` and
+//!   the closest known key;
+//! - `PROTOFORGE_*` environment variables override the file, with `__`
+//!   between nested keys (`PROTOFORGE_BUILDER__MAX_ATTEMPTS=5`); an unknown
+//!   variable is an error too, so a typo never silently does nothing;
+//! - the result is validated once, here, so nothing fails on config mid-job.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the config file at the top of a site repo.
+pub const FILE_NAME: &str = "protoforge.yaml";
+
+/// Environment variables with the `PROTOFORGE_` prefix that are not config
+/// overrides.
+const NON_CONFIG_VARS: &[&str] = &["PROTOFORGE_CONFIG", "PROTOFORGE_LOG", "PROTOFORGE_REPO"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Branch that holds `sites/<projectId>/` and the failure records.
+    pub branch: String,
+    /// Sites are served at `<projectId>.<base_domain>`.
+    pub base_domain: String,
+    /// Days from publication until a prototype expires.
+    pub expiry_days: u32,
+    /// Mixed into every project id so that ids can't be predicted from a
+    /// client-chosen submission id.
+    pub project_id_salt: String,
+    /// Directories, relative to the repo root.
+    pub inbox_dir: PathBuf,
+    pub layouts_dir: PathBuf,
+    pub prompts_dir: PathBuf,
+    pub author: Identity,
+    pub committer: Identity,
+    pub builder: BuilderConfig,
+    pub limits: Limits,
+    pub generator: GeneratorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuilderConfig {
+    /// Quiet time after a file event before the inbox is scanned.
+    pub debounce_ms: u64,
+    /// Full rescan of the inbox even without events: the safety net for
+    /// events the OS dropped.
+    pub rescan_interval_secs: u64,
+    /// Tries for a job whose failure may be transient (a locked ref, I/O).
+    pub max_attempts: u32,
+    /// Wait before the second try; doubles for each further one.
+    pub retry_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest submission YAML file accepted.
+    pub max_submission_bytes: u64,
+    /// Largest single attachment.
+    pub max_attachment_bytes: u64,
+    /// Most attachments in one submission.
+    pub max_attachments: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// Language used when a submission names none.
+    pub default_language: String,
+    /// Show the contact's email and phone on the prototype. Off by default:
+    /// a prototype is shared before the customer agreed to publish them.
+    pub show_contact_details: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            branch: "prototypes".into(),
+            base_domain: "localhost".into(),
+            expiry_days: 30,
+            project_id_salt: String::new(),
+            inbox_dir: "inbox".into(),
+            layouts_dir: "layouts".into(),
+            prompts_dir: "prompts".into(),
+            author: Identity::default(),
+            committer: Identity::default(),
+            builder: BuilderConfig::default(),
+            limits: Limits::default(),
+            generator: GeneratorConfig::default(),
+        }
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity { name: "protoforge".into(), email: "protoforge@localhost".into() }
+    }
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        BuilderConfig {
+            debounce_ms: 250,
+            rescan_interval_secs: 30,
+            max_attempts: 3,
+            retry_backoff_ms: 200,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_submission_bytes: 1024 * 1024,
+            max_attachment_bytes: 10 * 1024 * 1024,
+            max_attachments: 20,
+        }
+    }
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig { default_language: "en".into(), show_contact_details: false }
+    }
+}
+
+/// A config that failed to load; every variant names where and hints a fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: u64, column: u64, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One invalid value, by its dotted key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// Load `path` (a missing file gives the defaults), apply the
+    /// environment and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+        };
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with("PROTOFORGE_"));
+        Config::from_parts(path, &text, vars)
+    }
+
+    /// Parse `text` (read from `path`, which only labels errors), apply the
+    /// `PROTOFORGE_*` pairs in `vars` and validate.
+    pub fn from_parts(
+        path: &Path,
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str::<Config>(text)
+                .map_err(|e| parse_error(path, &e, &Config::known_keys()))?
+        };
+        let config = config.with_env(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every dotted key of the config, for hints.
+    pub fn known_keys() -> Vec<String> {
+        let value = serde_json::to_value(Config::default()).expect("Config serializes to JSON");
+        let mut keys = Vec::new();
+        collect_keys(&value, "", &mut keys);
+        keys
+    }
+
+    fn with_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value = serde_json::to_value(&self).expect("Config serializes to JSON");
+        let mut vars: Vec<_> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PROTOFORGE_") && !NON_CONFIG_VARS.contains(&k.as_str()))
+            .collect();
+        if vars.is_empty() {
+            return Ok(self);
+        }
+        vars.sort();
+        for (var, raw) in &vars {
+            let path: Vec<String> =
+                var["PROTOFORGE_".len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
+            let slot = lookup_mut(&mut value, &path).ok_or_else(|| {
+                let dotted = path.join(".");
+                let hint = did_you_mean(&dotted, &Config::known_keys())
+                    .map(|k| format!(" — did you mean {}?", env_name(k)))
+                    .unwrap_or_default();
+                ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("no config key `{dotted}`{hint}"),
+                }
+            })?;
+            *slot = env_value(slot, raw)
+                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        }
+        serde_json::from_value(value).map_err(|e| ConfigError::Env {
+            var: vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "),
+            message: e.to_string(),
+        })
+    }
+
+    /// Check every value; all problems are reported at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem { key: key.into(), message });
+        };
+        if let Err(why) = validate_branch(&self.branch) {
+            bad("branch", format!("{why}; use a plain name such as `prototypes`"));
+        }
+        if let Err(why) = validate_domain(&self.base_domain) {
+            bad("base_domain", format!("{why}; for example `localhost` or `proto.example.com`"));
+        }
+        if self.expiry_days == 0 || self.expiry_days > 3650 {
+            bad("expiry_days", format!("{} is out of range; use 1 to 3650", self.expiry_days));
+        }
+        for (key, dir) in [
+            ("inbox_dir", &self.inbox_dir),
+            ("layouts_dir", &self.layouts_dir),
+            ("prompts_dir", &self.prompts_dir),
+        ] {
+            if let Err(why) = validate_repo_relative(dir) {
+                bad(key, format!("{why}; use a path inside the repo such as `{key}`"));
+            }
+        }
+        for (key, who) in [("author", &self.author), ("committer", &self.committer)] {
+            if who.name.trim().is_empty() || who.name.contains(['<', '>', '\n']) {
+                bad(
+                    &format!("{key}.name"),
+                    "must be a non-empty name without `<`, `>` or newlines".into(),
+                );
+            }
+            if !who.email.contains('@') || who.email.contains(['<', '>', '\n', ' ']) {
+                bad(
+                    &format!("{key}.email"),
+                    format!("`{}` does not look like an email address", who.email),
+                );
+            }
+        }
+        if self.builder.max_attempts == 0 || self.builder.max_attempts > 20 {
+            bad("builder.max_attempts", "use 1 to 20".into());
+        }
+        if self.builder.rescan_interval_secs == 0 {
+            bad("builder.rescan_interval_secs", "must be at least 1".into());
+        }
+        if self.limits.max_submission_bytes < 1024 {
+            bad("limits.max_submission_bytes", "must be at least 1024".into());
+        }
+        if let Err(why) = crate::submission::validate_language(&self.generator.default_language) {
+            bad("generator.default_language", why);
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The effective config as YAML, for `protoforge config`.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("Config serializes to YAML")
+    }
+}
+
+/// The environment variable that sets a dotted key.
+pub fn env_name(dotted: &str) -> String {
+    format!("PROTOFORGE_{}", dotted.replace('.', "__").to_ascii_uppercase())
+}
+
+fn collect_keys(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.is_object() {
+                collect_keys(v, &key, out);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+}
+
+fn lookup_mut<'v>(
+    value: &'v mut serde_json::Value,
+    path: &[String],
+) -> Option<&'v mut serde_json::Value> {
+    let mut slot = value;
+    for part in path {
+        slot = slot.as_object_mut()?.get_mut(part)?;
+    }
+    (!slot.is_object()).then_some(slot)
+}
+
+/// Parse an environment value as the type the key already has.
+fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    match current {
+        Value::Bool(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Value::Bool(true)),
+            "0" | "false" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{raw}` is not a boolean; use true or false")),
+        },
+        Value::Number(_) => raw
+            .trim()
+            .parse::<u64>()
+            .map(Value::from)
+            .map_err(|_| format!("`{raw}` is not a whole number")),
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+fn parse_error(path: &Path, err: &serde_saphyr::Error, known: &[String]) -> ConfigError {
+    let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    ConfigError::Parse { path: path.into(), line, column, message: yaml_message(err, known) }
+}
+
+/// A one-line message for a YAML error, with a "did you mean" hint for
+/// unknown keys. serde-saphyr's own Display renders a multi-line snippet,
+/// which we don't want inside `file:line:col: message`.
+pub fn yaml_message(err: &serde_saphyr::Error, known: &[String]) -> String {
+    let err = err.without_snippet();
+    if let serde_saphyr::Error::SerdeUnknownField { field, expected, .. } = err {
+        let candidates: Vec<String> = if expected.is_empty() {
+            known.to_vec()
+        } else {
+            expected.iter().map(|s| s.to_string()).collect()
+        };
+        let hint = match did_you_mean(field, &candidates) {
+            Some(k) => format!(" — did you mean `{k}`?"),
+            None => format!("; known keys: {}", candidates.join(", ")),
+        };
+        return format!("unknown key `{field}`{hint}");
+    }
+    let text = err.to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // The position is already in front of our message.
+    let first = match first.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((pos, rest)) if pos.contains(" column ") => rest,
+        _ => first,
+    };
+    // Tabs are the classic YAML mistake; say so plainly.
+    if first.to_ascii_lowercase().contains("tab") {
+        return format!("{first} (YAML indentation must use spaces, not tabs)");
+    }
+    first.to_string()
+}
+
+/// The closest candidate to `word`, if any is close enough to be a typo.
+pub fn did_you_mean<'c>(word: &str, candidates: &'c [String]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.as_str())
+}
+
+fn validate_branch(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with(['-', '.', '/'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok { Ok(()) } else { Err(format!("`{name}` is not a valid branch name")) }
+}
+
+fn validate_domain(domain: &str) -> Result<(), String> {
+    let labels_ok = domain.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if !domain.is_empty() && domain.len() <= 200 && labels_ok {
+        Ok(())
+    } else {
+        Err(format!("`{domain}` is not a domain name"))
+    }
+}
+
+fn validate_repo_relative(dir: &Path) -> Result<(), String> {
+    use std::path::Component;
+    if dir.as_os_str().is_empty() {
+        return Err("must not be empty".into());
+    }
+    // SECURITY: these directories are read and written by the builder; a path
+    // out of the repo would let a config file point it anywhere on disk.
+    if dir.components().all(|c| matches!(c, Component::Normal(_))) {
+        Ok(())
+    } else {
+        Err(format!("`{}` must be a relative path without `..`", dir.display()))
+    }
+}
+
+/// The commented `protoforge.yaml` that `protoforge init` writes: every key,
+/// its default and what it does.
+pub fn commented_default(salt: &str) -> String {
+    let d = Config::default();
+    format!(
+        r#"# protoforge.yaml — every key is optional; the values below are the defaults.
+# Each key can be overridden by an environment variable: PROTOFORGE_ plus the
+# key in capitals, `__` between nested keys (PROTOFORGE_BUILDER__MAX_ATTEMPTS=5).
+# `protoforge config` prints the effective configuration.
+
+# Branch that holds every prototype as sites/<projectId>/.
+branch: {branch}
+# Prototypes are served at <projectId>.<base_domain>.
+base_domain: {domain}
+# Days from publication until a prototype expires and is pruned.
+expiry_days: {expiry}
+# Secret mixed into project ids so that they cannot be guessed from a
+# client-chosen submission id. Changing it changes every future id.
+project_id_salt: "{salt}"
+
+# Directories, relative to this file.
+inbox_dir: {inbox}
+layouts_dir: {layouts}
+prompts_dir: {prompts}
+
+# Who the commits on the prototypes branch are from.
+author:
+  name: {an}
+  email: {ae}
+committer:
+  name: {cn}
+  email: {ce}
+
+builder:
+  # Quiet time after a file event before the inbox is scanned (ms).
+  debounce_ms: {debounce}
+  # Full rescan of the inbox even when no event arrived (seconds).
+  rescan_interval_secs: {rescan}
+  # Tries for a job that fails for a reason that may pass (a locked ref, I/O).
+  max_attempts: {attempts}
+  # Wait before the second try (ms); doubles for each further one.
+  retry_backoff_ms: {backoff}
+
+limits:
+  # Largest submission file accepted (bytes).
+  max_submission_bytes: {max_sub}
+  # Largest single attachment (bytes).
+  max_attachment_bytes: {max_att}
+  # Most attachments in one submission.
+  max_attachments: {max_atts}
+
+generator:
+  # Language of a site whose submission names none (BCP 47).
+  default_language: {lang}
+  # Show the contact's email and phone on the prototype page.
+  show_contact_details: {show}
+"#,
+        branch = d.branch,
+        domain = d.base_domain,
+        expiry = d.expiry_days,
+        inbox = d.inbox_dir.display(),
+        layouts = d.layouts_dir.display(),
+        prompts = d.prompts_dir.display(),
+        an = d.author.name,
+        ae = d.author.email,
+        cn = d.committer.name,
+        ce = d.committer.email,
+        debounce = d.builder.debounce_ms,
+        rescan = d.builder.rescan_interval_secs,
+        attempts = d.builder.max_attempts,
+        backoff = d.builder.retry_backoff_ms,
+        max_sub = d.limits.max_submission_bytes,
+        max_att = d.limits.max_attachment_bytes,
+        max_atts = d.limits.max_attachments,
+        lang = d.generator.default_language,
+        show = d.generator.show_contact_details,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_parts(Path::new("protoforge.yaml"), text, Vec::new())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn commented_default_parses_to_defaults() {
+        let expected = Config { project_id_salt: "abc".into(), ..Config::default() };
+        assert_eq!(parse(&commented_default("abc")).unwrap(), expected);
+    }
+
+    #[test]
+    fn every_key_is_in_the_commented_default() {
+        let text = commented_default("");
+        for key in Config::known_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(text.contains(&format!("{leaf}:")), "{key} missing from the default file");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_position_and_hint() {
+        let err = parse("branch: x\nexpiry_dayz: 3\n").unwrap_err().to_string();
+        assert!(err.starts_with("protoforge.yaml:2:"), "{err}");
+        assert!(err.contains("unknown key `expiry_dayz` — did you mean `expiry_days`?"), "{err}");
+        let err = parse("builder:\n  max_atempts: 3\n").unwrap_err().to_string();
+        assert!(err.contains("did you mean `max_attempts`?"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_position() {
+        let err = parse("expiry_days: soon\n").unwrap_err().to_string();
+        assert!(err.starts_with("protoforge.yaml:1:"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_all_listed() {
+        let err = parse("branch: 'bad..name'\nexpiry_days: 0\ninbox_dir: ../elsewhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`branch`"), "{err}");
+        assert!(err.contains("`expiry_days`"), "{err}");
+        assert!(err.contains("`inbox_dir`"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let vars = vec![
+            ("PROTOFORGE_EXPIRY_DAYS".to_string(), "7".to_string()),
+            ("PROTOFORGE_BUILDER__MAX_ATTEMPTS".to_string(), "5".to_string()),
+            ("PROTOFORGE_GENERATOR__SHOW_CONTACT_DETAILS".to_string(), "true".to_string()),
+            ("PROTOFORGE_LOG".to_string(), "debug".to_string()),
+        ];
+        let c = Config::from_parts(Path::new("p.yaml"), "expiry_days: 9\n", vars).unwrap();
+        assert_eq!(c.expiry_days, 7);
+        assert_eq!(c.builder.max_attempts, 5);
+        assert!(c.generator.show_contact_details);
+    }
+
+    #[test]
+    fn unknown_or_bad_environment_is_an_error() {
+        let vars = vec![("PROTOFORGE_EXPIRY_DAY".to_string(), "7".to_string())];
+        let err = Config::from_parts(Path::new("p.yaml"), "", vars).unwrap_err().to_string();
+        assert!(err.contains("did you mean PROTOFORGE_EXPIRY_DAYS?"), "{err}");
+        let vars = vec![("PROTOFORGE_EXPIRY_DAYS".to_string(), "many".to_string())];
+        let err = Config::from_parts(Path::new("p.yaml"), "", vars).unwrap_err().to_string();
+        assert!(err.contains("not a whole number"), "{err}");
+    }
+}

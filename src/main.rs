@@ -1,0 +1,475 @@
+//! The `protoforge` command line: parses arguments and calls the library.
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use protoforge::builder::{self, JobOutcome, JobReport, Progress, Workspace};
+use protoforge::config::{self, Config};
+use protoforge::inbox::{self, InboxError};
+use protoforge::{scaffold, templates};
+
+#[derive(Parser)]
+#[command(
+    name = "protoforge",
+    version,
+    about = "Turn contact-form submissions into live prototype websites, with git as the queue and the store."
+)]
+struct Cli {
+    /// The site repo to work in.
+    #[arg(short = 'C', long = "repo", global = true, default_value = ".", env = "PROTOFORGE_REPO")]
+    repo: PathBuf,
+    /// Config file (default: <repo>/protoforge.yaml).
+    #[arg(long, global = true, env = "PROTOFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a site repo: git repo, protoforge.yaml, inbox/, layouts/, prompts/, a sample workflow.
+    Init {
+        /// Directory to create or complete (default: the current one).
+        dir: Option<PathBuf>,
+    },
+    /// Print the effective configuration (file + PROTOFORGE_* variables).
+    Config,
+    /// Validate the config, every inbox file, the layouts and the prompts.
+    Check,
+    /// Validate a submission and write it into the inbox atomically; prints its project id.
+    Submit {
+        /// A YAML file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Build pending submissions into sites on the prototypes branch.
+    Build {
+        /// Process every pending submission, then exit (non-zero if any failed).
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// Watch the inbox and build submissions as they arrive.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List pending, done, failed and rejected submissions.
+    Status,
+    /// Clear the failure record of a job so that it is built again.
+    Retry {
+        /// Project id, or the first 8+ characters of the submission hash.
+        id: String,
+    },
+    /// Write sites from the branch into a directory, to open in a browser.
+    Export {
+        /// Output directory.
+        #[arg(long, short, default_value = "preview")]
+        out: PathBuf,
+        /// Project ids (default: every site).
+        ids: Vec<String>,
+    },
+    /// Build the bundled examples in a new temporary site repo, offline.
+    Demo {
+        /// Where to create the demo repo (default: a new temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "protoforge=info",
+        1 => "protoforge=debug",
+        _ => "protoforge=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOFORGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let repo = cli.repo.clone();
+    let open = || {
+        Workspace::open(&repo, cli.config.as_deref())
+            .with_context(|| format!("cannot open the site repo {}", repo.display()))
+    };
+    match cli.command {
+        Command::Init { dir } => {
+            let dir = dir.unwrap_or(repo);
+            let created = scaffold::init(&dir)
+                .with_context(|| format!("cannot initialise {}", dir.display()))?;
+            if created.repo_created {
+                println!("Created git repository in {}", dir.display());
+            }
+            for p in &created.written {
+                println!("  wrote {}", p.strip_prefix(&dir).unwrap_or(p).display());
+            }
+            if !created.kept.is_empty() {
+                println!("  kept {} existing file(s)", created.kept.len());
+            }
+            println!(
+                "\nNext: put a submission in {}/inbox/ (or `protoforge submit FILE`), then `protoforge build --once`.",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config => {
+            let path = cli.config.clone().unwrap_or_else(|| repo.join(config::FILE_NAME));
+            let config = Config::load(&path)
+                .with_context(|| format!("invalid configuration {}", path.display()))?;
+            print!("{}", config.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check(&repo, cli.config.as_deref()),
+        Command::Submit { file } => {
+            let ws = open()?;
+            let (text, label) = if file == Path::new("-") {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+                (text, PathBuf::from("<stdin>"))
+            } else {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                (text, file.clone())
+            };
+            let parsed = match ws.inbox.validate_text(&text, &label) {
+                Ok(p) => p,
+                Err(InboxError::Invalid(e)) => {
+                    eprintln!("{e}");
+                    bail!("{} is not a valid submission; nothing was written", label.display());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let name = inbox::file_name_for(&parsed, chrono::Utc::now());
+            let path = ws.inbox.write(&name, text.as_bytes())?;
+            eprintln!("wrote {}", path.display());
+            println!("{}", parsed.project_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { once, watch } => {
+            let ws = open()?;
+            if watch {
+                let mut progress = LogProgress;
+                builder::watch(&ws, &mut progress, || false)?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                if !once {
+                    eprintln!("note: building once; use --watch to keep watching the inbox");
+                }
+                build_once(&ws)
+            }
+        }
+        Command::Status => status(&open()?),
+        Command::Retry { id } => {
+            let ws = open()?;
+            let cleared = builder::retry(&ws, &id)?;
+            if cleared.is_empty() {
+                bail!(
+                    "no failure record matches `{id}`; `protoforge status` lists the failed jobs"
+                );
+            }
+            for pid in cleared {
+                println!("cleared the failure record of {pid}; it is pending again");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { out, ids } => {
+            let ws = open()?;
+            for dir in builder::export(&ws, &out, &ids)? {
+                println!("{}", dir.join("index.html").display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir } => demo(dir),
+    }
+}
+
+fn build_once(ws: &Workspace) -> Result<ExitCode> {
+    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(BarProgress::default())
+    } else {
+        Box::new(LogProgress)
+    };
+    let (scan, reports) = builder::run_once(ws, progress.as_mut())?;
+    print_summary(&scan, &reports);
+    let failed =
+        reports.iter().any(|r| builder::is_failure(&r.outcome)) || !scan.rejected.is_empty();
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_summary(scan: &builder::Scan, reports: &[JobReport]) {
+    if reports.is_empty() && scan.rejected.is_empty() {
+        println!("Nothing pending ({} submission(s) already built or failed).", scan.jobs.len());
+        return;
+    }
+    println!("{:<46} {:<10} {:>8}  PROJECT / REASON", "SUBMISSION", "RESULT", "TIME");
+    for r in reports {
+        let (result, detail) = match &r.outcome {
+            JobOutcome::Published { project_id, .. } => ("published", project_id.clone()),
+            JobOutcome::AlreadyDone { project_id } => {
+                ("skipped", format!("{project_id} (done by another builder)"))
+            }
+            JobOutcome::Failed { project_id, stage, reason } => (
+                "FAILED",
+                format!("{project_id}: {stage}: {}", reason.lines().next().unwrap_or("")),
+            ),
+        };
+        println!(
+            "{:<46} {:<10} {:>6.0}ms  {}",
+            truncate(&r.file, 46),
+            result,
+            r.duration.as_secs_f64() * 1000.0,
+            detail
+        );
+    }
+    for (path, error) in &scan.rejected {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        println!(
+            "{:<46} {:<10} {:>8}  {}",
+            truncate(&name, 46),
+            "REJECTED",
+            "-",
+            error.lines().next().unwrap_or("")
+        );
+    }
+    let published =
+        reports.iter().filter(|r| matches!(r.outcome, JobOutcome::Published { .. })).count();
+    let failed = reports.iter().filter(|r| builder::is_failure(&r.outcome)).count();
+    println!(
+        "\n{published} published, {failed} failed, {} rejected (see inbox/rejected/*.error.txt)",
+        scan.rejected.len()
+    );
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn status(ws: &Workspace) -> Result<ExitCode> {
+    let scan = builder::scan(ws, false)?;
+    let mut counts = [0usize; 3];
+    println!("{:<46} {:<8} DETAIL", "SUBMISSION", "STATE");
+    for (job, state) in &scan.jobs {
+        let (name, detail) = builder::describe(state);
+        counts[match name {
+            "pending" => 0,
+            "done" => 1,
+            _ => 2,
+        }] += 1;
+        println!("{:<46} {:<8} {}", truncate(&job.file_name(), 46), name, detail);
+    }
+    for (path, error) in &scan.rejected {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        println!(
+            "{:<46} {:<8} {}",
+            truncate(&name, 46),
+            "invalid",
+            error.lines().next().unwrap_or("")
+        );
+    }
+    let rejected = ws.inbox.rejected()?;
+    for path in &rejected {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        println!(
+            "{:<46} {:<8} see {}",
+            truncate(&name, 46),
+            "rejected",
+            inbox::error_file_for(path).display()
+        );
+    }
+    println!(
+        "\n{} pending, {} done, {} failed, {} invalid, {} rejected",
+        counts[0],
+        counts[1],
+        counts[2],
+        scan.rejected.len(),
+        rejected.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
+    let mut problems: Vec<String> = Vec::new();
+    let path = config_path.map(Path::to_path_buf).unwrap_or_else(|| repo.join(config::FILE_NAME));
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(e.to_string());
+            Config::default()
+        }
+    };
+    let inbox = inbox::Inbox::new(
+        repo.join(&config.inbox_dir),
+        config.limits.clone(),
+        &config.project_id_salt,
+    );
+    let mut valid = 0;
+    let files = inbox.list()?;
+    for file in &files {
+        match inbox.load(file) {
+            Ok(_) => valid += 1,
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let layouts_dir = repo.join(&config.layouts_dir);
+    match templates::Layouts::load(&layouts_dir) {
+        Ok(layouts) => {
+            let sample = protoforge::stages::sample_analysis(&layouts);
+            problems.extend(
+                layouts
+                    .check(&sample)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", layouts_dir.display())),
+            );
+            if !layouts.overrides().is_empty() {
+                eprintln!("layouts overridden by the repo: {}", layouts.overrides().join(", "));
+            }
+        }
+        Err(e) => problems.push(format!("{}: {e}", layouts_dir.display())),
+    }
+    problems.extend(protoforge::stages::check_prompts(&repo.join(&config.prompts_dir)));
+    if problems.is_empty() {
+        println!("ok: config, {valid} inbox file(s), layouts and prompts are valid");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        println!("\n{} problem(s); {valid} of {} inbox file(s) valid", problems.len(), files.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn demo(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = match dir {
+        Some(d) => d,
+        None => tempfile::Builder::new()
+            .prefix("protoforge-demo-")
+            .tempdir()
+            .context("cannot create a temp directory")?
+            .keep(),
+    };
+    scaffold::init(&dir).with_context(|| format!("cannot initialise {}", dir.display()))?;
+    for (rel, bytes) in templates::examples() {
+        let path = dir.join("inbox").join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let ws = Workspace::open(&dir, None).context("cannot open the demo repo")?;
+    let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(BarProgress::default())
+    } else {
+        Box::new(LogProgress)
+    };
+    let (scan, reports) = builder::run_once(&ws, progress.as_mut())?;
+    print_summary(&scan, &reports);
+    let preview = dir.join("preview");
+    let sites = builder::export(&ws, &preview, &[])?;
+    println!("\nDemo site repo: {}", dir.display());
+    println!("Sites on branch `{}` (open in a browser):", ws.config.branch);
+    for site in &sites {
+        println!("  file://{}", site.join("index.html").display());
+    }
+    println!("\nInspect:  git -C {} log --stat {}", dir.display(), ws.config.branch);
+    let failed = reports.iter().any(|r| builder::is_failure(&r.outcome));
+    Ok(if failed || sites.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Log lines, for logs and pipes.
+struct LogProgress;
+
+impl Progress for LogProgress {
+    fn start(&mut self, total: usize) {
+        tracing::info!(pending = total, "building");
+    }
+    fn job_started(&mut self, job: &inbox::Job) {
+        tracing::info!(file = %job.file_name(), project_id = %job.parsed.project_id, "building");
+    }
+    fn job_done(&mut self, r: &JobReport) {
+        let ms = r.duration.as_secs_f64() * 1000.0;
+        match &r.outcome {
+            JobOutcome::Published { project_id, commit, files, bytes } => {
+                tracing::info!(%project_id, commit = %&commit[..12.min(commit.len())], files, bytes, ms, "published")
+            }
+            JobOutcome::AlreadyDone { project_id } => tracing::info!(%project_id, "already done"),
+            JobOutcome::Failed { project_id, stage, reason } => {
+                tracing::error!(%project_id, stage, ms, "failed: {reason}")
+            }
+        }
+    }
+    fn finish(&mut self) {}
+}
+
+/// A progress bar, on a terminal.
+#[derive(Default)]
+struct BarProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for BarProgress {
+    fn start(&mut self, total: usize) {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bar = Some(bar);
+    }
+    fn job_started(&mut self, job: &inbox::Job) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(job.parsed.project_id.clone());
+        }
+    }
+    fn job_done(&mut self, r: &JobReport) {
+        if let Some(bar) = &self.bar {
+            if let JobOutcome::Failed { project_id, reason, .. } = &r.outcome {
+                bar.println(format!(
+                    "failed {project_id}: {}",
+                    reason.lines().next().unwrap_or("")
+                ));
+            }
+            bar.inc(1);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

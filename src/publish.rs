@@ -1,0 +1,1557 @@
+//! Stores every prototype site on one git branch (default `prototypes`), committed with gix.
+//!
+//! Layout of the branch: `sites/<projectId>/…` holds one published site per project (kept flat:
+//! the `sites` tree is re-hashed on every commit), and `failed/<hash>.json` records failures.
+//!
+//! Invariants:
+//! - The branch only ever moves by a complete commit: all blobs and trees, then the commit, are
+//!   written first, and only then is the ref moved. No worktree or index is ever touched.
+//! - The ref moves only by compare-and-swap from the head the caller built on
+//!   ([`Store::commit`]); if another writer got there first the caller gets
+//!   [`PublishError::Conflict`] and the ref is left as the other writer left it.
+//! - Every path component of every edit is validated before anything is written, because the
+//!   names derive from customer data: no traversal, no absolute paths, no `.git` in any
+//!   spelling a filesystem might honour, no NUL or backslash.
+//! - Readers go through a [`Snapshot`], which pins one commit's tree, so a reader never mixes two
+//!   commits.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use gix::ObjectId;
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::objs::TreeRefIter;
+use gix::objs::tree::{Entry, EntryKind, EntryRef};
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::{FullName, Target};
+
+/// Who a commit is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+/// One change to the branch's tree, applied by [`Store::commit`] in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEdit {
+    /// Replace the directory at `path` (e.g. `sites/<id>`) with exactly these files (relative
+    /// slash paths, may contain subdirs such as "assets/images/logo.png"); anything that was there
+    /// before is gone. An empty `files` list removes the directory.
+    PutDir { path: String, files: Vec<(String, Vec<u8>)> },
+    /// Write one file (e.g. `failed/<sha256>.json`).
+    PutFile { path: String, bytes: Vec<u8> },
+    /// Remove a file or a directory; removing something absent is not an error.
+    Remove { path: String },
+}
+
+/// Everything that can go wrong while storing or reading sites.
+///
+/// gix errors are carried as `cause` and rendered, whole chain included, into the message. They
+/// are deliberately not `#[source]`, so that reporters walking the chain don't print them twice.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error(
+        "the branch moved: expected it at {}, found it at {}; re-read the branch and redo the edit",
+        fmt_head(expected),
+        fmt_head(actual)
+    )]
+    Conflict { expected: Option<ObjectId>, actual: Option<ObjectId> },
+    #[error("refusing path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("invalid branch name {branch:?}: {reason}")]
+    InvalidBranch { branch: String, reason: String },
+    #[error("invalid {role} identity {value:?}: {reason}")]
+    InvalidIdentity { role: &'static str, value: String, reason: &'static str },
+    #[error("invalid commit message: {reason}")]
+    InvalidMessage { reason: &'static str },
+    #[error(
+        "{} already has a .git; refusing to initialise it again (use the existing repository)",
+        path.display()
+    )]
+    AlreadyInitialized { path: PathBuf },
+    #[error("could not create a git repository in {}: {}", path.display(), chain(cause))]
+    Init { path: PathBuf, cause: gix::Error },
+    #[error(
+        "could not open a git repository at {} (or above it): {}\nhint: point at the site repository, or create one first",
+        path.display(),
+        chain(cause),
+    )]
+    Open { path: PathBuf, cause: gix::Error },
+    #[error("could not read branch {branch:?} in {}: {}", repo.display(), chain(cause))]
+    ReadRef { repo: PathBuf, branch: String, cause: gix::Error },
+    #[error(
+        "branch {branch:?} in {} is a symbolic ref to {target}; protoforge needs a plain branch",
+        repo.display()
+    )]
+    SymbolicRef { repo: PathBuf, branch: String, target: String },
+    #[error("could not read {what} in {}: {}", repo.display(), chain(cause))]
+    ReadObject { repo: PathBuf, what: String, cause: gix::Error },
+    #[error("corrupt object in {}: {what}", repo.display())]
+    Corrupt { repo: PathBuf, what: String },
+    #[error("could not write {what} to {}: {}", repo.display(), chain(cause))]
+    WriteObject { repo: PathBuf, what: String, cause: gix::Error },
+    #[error("could not move branch {branch:?} in {}: {}", repo.display(), chain(cause))]
+    UpdateRef { repo: PathBuf, branch: String, cause: gix::Error },
+    #[error(
+        "branch {branch:?} in {} stayed locked through {attempts} attempts: {}\nhint: another writer may be publishing; if none is running, delete {}",
+        repo.display(),
+        chain(cause),
+        lock.display(),
+    )]
+    Locked { repo: PathBuf, branch: String, lock: PathBuf, attempts: u32, cause: gix::Error },
+}
+
+/// One line: the gix error and its causes, joined by ": " (its Display shows only the first).
+fn chain(err: &gix::Error) -> String {
+    let mut parts: Vec<String> = err.iter_errors().map(ToString::to_string).collect();
+    // An I/O wrapper and its inner error often print the same text.
+    parts.dedup();
+    parts.join(": ")
+}
+
+fn fmt_head(head: &Option<ObjectId>) -> String {
+    head.map_or_else(|| "<no branch>".to_owned(), |id| id.to_string())
+}
+
+/// Create a new non-bare repository at `dir`, with HEAD at `refs/heads/main` and no commit.
+///
+/// `dir` may exist and hold files; it must not already have a `.git`.
+pub fn init_repository(dir: &Path) -> Result<(), PublishError> {
+    // gix only refuses an existing .git *directory*; a .git file (worktree link) counts too.
+    if dir.join(".git").exists() {
+        return Err(PublishError::AlreadyInitialized { path: dir.to_owned() });
+    }
+    let init_err = |cause| PublishError::Init { path: dir.to_owned(), cause };
+    let repo = gix::ThreadSafeRepository::init(
+        dir,
+        gix::create::Kind::WithWorktree,
+        gix::create::Options::default(),
+    )
+    .map_err(init_err)?;
+    let mut repo = repo.to_thread_local();
+    // init honours the user's init.defaultBranch; we promise main. A symbolic ref needs no
+    // reflog, and without one no committer identity is required.
+    repo.refs.write_reflog = gix::refs::store::WriteReflog::Disable;
+    let head = RefEdit {
+        change: Change::Update {
+            log: LogChange::default(),
+            expected: PreviousValue::Any,
+            new: Target::Symbolic(
+                FullName::try_from("refs/heads/main").expect("refs/heads/main is a valid ref name"),
+            ),
+        },
+        name: FullName::try_from("HEAD").expect("HEAD is a valid ref name"),
+        deref: false,
+    };
+    repo.edit_references_as([head], None).map_err(init_err)?;
+    Ok(())
+}
+
+/// The publishing side of the branch: reads its tip, hands out snapshots, commits edits.
+pub struct Store {
+    repo: gix::Repository,
+    /// For messages: the worktree, or the git dir of a bare repository.
+    repo_path: PathBuf,
+    branch: String,
+    ref_name: FullName,
+    author: Identity,
+    committer: Identity,
+    trees: TreeCache,
+    /// The repository's own loose object directory, written to without compression.
+    big_trees: gix::odb::loose::Store,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("repo", &self.repo_path)
+            .field("branch", &self.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+const LOCK_ATTEMPTS: u32 = 5;
+const LOCK_BACKOFF: Duration = Duration::from_millis(5);
+
+impl Store {
+    /// Open the repository that contains `repo_dir` (searching upward unless `repo_dir` itself
+    /// has a `.git`) to publish on branch `branch` (a short name like "prototypes").
+    pub fn open(
+        repo_dir: &Path,
+        branch: &str,
+        author: Identity,
+        committer: Identity,
+    ) -> Result<Store, PublishError> {
+        let ref_name = branch_ref_name(branch)?;
+        validate_identity("author", &author)?;
+        validate_identity("committer", &committer)?;
+        let open_err = |cause| PublishError::Open { path: repo_dir.to_owned(), cause };
+        // A broken .git right here must be an error, not a reason to walk up into a parent repo.
+        let mut repo = if repo_dir.join(".git").exists() {
+            gix::open(repo_dir).map_err(open_err)?
+        } else {
+            gix::discover(repo_dir).map_err(open_err)?
+        };
+        // gix would otherwise wait up to core.filesRefLockTimeout (100 ms) inside every ref
+        // update; `move_branch` has the one retry policy. In memory only, never written.
+        let mut config = repo.config_snapshot_mut();
+        config
+            .set_value(&gix::config::tree::Core::FILES_REF_LOCK_TIMEOUT, "0")
+            .map_err(open_err)?;
+        config.commit().map_err(open_err)?;
+        let repo_path = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
+        let big_trees = gix::odb::loose::Store::at_opts(
+            repo.objects.store_ref().path(),
+            repo.object_hash(),
+            gix::odb::loose::Options {
+                alloc_limit_bytes: None,
+                compression: gix::zlib::Compression::NONE,
+            },
+        );
+        let (branch, trees) = (branch.to_owned(), TreeCache::default());
+        Ok(Store { repo, repo_path, branch, ref_name, author, committer, trees, big_trees })
+    }
+
+    /// The short branch name, e.g. "prototypes".
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The repository's worktree (or git dir if bare), for messages.
+    pub fn repo_path(&self) -> &Path {
+        &self.repo_path
+    }
+
+    /// Current tip of the branch, None if the branch does not exist yet.
+    pub fn head(&self) -> Result<Option<ObjectId>, PublishError> {
+        let found = self.repo.refs.try_find(self.ref_name.as_ref()).map_err(|cause| {
+            PublishError::ReadRef {
+                repo: self.repo_path.clone(),
+                branch: self.branch.clone(),
+                cause,
+            }
+        })?;
+        match found.map(|r| r.target) {
+            None => Ok(None),
+            Some(Target::Object(id)) => Ok(Some(id)),
+            Some(Target::Symbolic(target)) => Err(PublishError::SymbolicRef {
+                repo: self.repo_path.clone(),
+                branch: self.branch.clone(),
+                target: target.to_string(),
+            }),
+        }
+    }
+
+    /// A consistent read view of the branch tip at call time.
+    pub fn snapshot(&self) -> Result<Snapshot, PublishError> {
+        let commit = self.head()?;
+        let root = commit.map(|id| commit_tree(&self.repo, id)).transpose()?;
+        Ok(Snapshot { repo: self.repo.clone(), commit, root, trees: self.trees.clone() })
+    }
+
+    /// Apply `edits` (in order) on top of the tree of `expected_head` (None: the branch must not
+    /// exist yet, so this makes a root commit), then move the branch from `expected_head` to the
+    /// new commit by compare-and-swap. Returns the new commit id.
+    ///
+    /// If the branch is not at `expected_head`, returns [`PublishError::Conflict`] and leaves the
+    /// ref alone (objects already written for the lost race stay unreferenced until `git gc`).
+    /// A ref lock held by another writer is retried a few times with a short backoff.
+    /// An edit that changes nothing still makes a commit: the branch doubles as the audit log.
+    pub fn commit(
+        &self,
+        expected_head: Option<ObjectId>,
+        message: &str,
+        edits: &[TreeEdit],
+    ) -> Result<ObjectId, PublishError> {
+        // Validate everything before writing anything.
+        let edits = edits.iter().map(ParsedEdit::parse).collect::<Result<Vec<_>, _>>()?;
+        if message.contains('\0') {
+            return Err(PublishError::InvalidMessage { reason: "contains a NUL byte" });
+        }
+        // Cheap early exit; the CAS below is what makes it safe.
+        let actual = self.head()?;
+        if actual != expected_head {
+            return Err(PublishError::Conflict { expected: expected_head, actual });
+        }
+
+        let base = expected_head.map(|id| commit_tree(&self.repo, id)).transpose()?;
+        let writer = Writer {
+            repo: &self.repo,
+            repo_path: &self.repo_path,
+            trees: &self.trees,
+            big_trees: &self.big_trees,
+        };
+        let mut root = DirEdit { base, changes: BTreeMap::new() };
+        for edit in &edits {
+            writer.apply(&mut root, edit)?;
+        }
+        let tree = writer.write_dir(root, "")?.expect("the root tree is always written");
+
+        let now = gix::date::Time::now_local_or_utc();
+        let author = signature(&self.author, now);
+        let committer = signature(&self.committer, now);
+        let (mut author_time, mut committer_time) = Default::default();
+        let commit = self
+            .repo
+            .new_commit_as(
+                committer.to_ref(&mut committer_time),
+                author.to_ref(&mut author_time),
+                message,
+                tree,
+                expected_head,
+            )
+            .map_err(|cause| PublishError::WriteObject {
+                repo: self.repo_path.clone(),
+                what: format!("the commit for branch {:?}", self.branch),
+                cause,
+            })?
+            .id;
+        self.move_branch(expected_head, commit, message, &committer)?;
+        Ok(commit)
+    }
+
+    /// Compare-and-swap the branch from `expected` to `new`, retrying only lock contention.
+    fn move_branch(
+        &self,
+        expected: Option<ObjectId>,
+        new: ObjectId,
+        message: &str,
+        committer: &gix::actor::Signature,
+    ) -> Result<(), PublishError> {
+        let subject = message.lines().next().unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            let edit = RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: format!("protoforge: {subject}").into(),
+                    },
+                    expected: match expected {
+                        Some(id) => PreviousValue::MustExistAndMatch(Target::Object(id)),
+                        None => PreviousValue::MustNotExist,
+                    },
+                    new: Target::Object(new),
+                },
+                name: self.ref_name.clone(),
+                deref: false,
+            };
+            let mut time = Default::default();
+            let Err(cause) =
+                self.repo.edit_references_as([edit], Some(committer.to_ref(&mut time)))
+            else {
+                return Ok(());
+            };
+            // Whatever failed, a moved branch is the caller's conflict to resolve.
+            let actual = self.head()?;
+            if actual != expected {
+                return Err(PublishError::Conflict { expected, actual });
+            }
+            if !cause.is_retryable() {
+                return Err(PublishError::UpdateRef {
+                    repo: self.repo_path.clone(),
+                    branch: self.branch.clone(),
+                    cause,
+                });
+            }
+            if attempt == LOCK_ATTEMPTS {
+                return Err(PublishError::Locked {
+                    repo: self.repo_path.clone(),
+                    branch: self.branch.clone(),
+                    lock: self.repo.common_dir().join(format!("{}.lock", self.ref_name)),
+                    attempts: attempt,
+                    cause,
+                });
+            }
+            // Exponential backoff with a little jitter so that racing writers spread out.
+            let jitter = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_micros() % 1000);
+            std::thread::sleep(
+                LOCK_BACKOFF * 2u32.pow(attempt - 1) + Duration::from_micros(jitter.into()),
+            );
+            attempt += 1;
+        }
+    }
+}
+
+/// A read view pinned to one commit of the branch (or to the empty tree if it had none).
+#[derive(Debug)]
+pub struct Snapshot {
+    repo: gix::Repository,
+    commit: Option<ObjectId>,
+    root: Option<ObjectId>,
+    trees: TreeCache,
+}
+
+impl Snapshot {
+    /// The commit this view reads from, None if the branch did not exist.
+    pub fn commit_id(&self) -> Option<ObjectId> {
+        self.commit
+    }
+
+    /// Read the blob at a slash path like "sites/abc-1234abcd/metadata.json"; Ok(None) if absent
+    /// or not a file.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, PublishError> {
+        match self.lookup(path)? {
+            Some((kind, id)) if is_file(kind) => self.read_blob(id, path).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Names of the entries directly under a directory path ("" is the root); empty if absent.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, PublishError> {
+        let Some(tree) = self.lookup_dir(path)? else { return Ok(Vec::new()) };
+        let data = self.trees.get(&self.repo, tree)?;
+        let mut names = Vec::new();
+        for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
+            names.push(entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?.filename.to_string());
+        }
+        Ok(names)
+    }
+
+    /// Whether anything (file or directory) exists at `path`.
+    pub fn exists(&self, path: &str) -> Result<bool, PublishError> {
+        Ok(self.lookup(path)?.is_some())
+    }
+
+    /// Every file under a directory, recursively, as (path relative to it, bytes), sorted by path.
+    pub fn read_dir_recursive(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+        let Some(tree) = self.lookup_dir(path)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let mut pending = vec![(String::new(), tree)];
+        while let Some((prefix, tree)) = pending.pop() {
+            let data = self.trees.get(&self.repo, tree)?;
+            for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
+                let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
+                let rel = format!("{prefix}{}", entry.filename);
+                if entry.mode.is_tree() {
+                    pending.push((rel + "/", entry.oid.to_owned()));
+                } else if is_file(entry.mode.kind()) {
+                    let bytes = self.read_blob(entry.oid.to_owned(), &format!("{path}/{rel}"))?;
+                    out.push((rel, bytes));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn lookup_dir(&self, path: &str) -> Result<Option<ObjectId>, PublishError> {
+        Ok(match self.lookup(path)? {
+            Some((EntryKind::Tree, id)) => Some(id),
+            _ => None,
+        })
+    }
+
+    /// Resolve `path` in the pinned tree; "" is the root itself.
+    fn lookup(&self, path: &str) -> Result<Option<(EntryKind, ObjectId)>, PublishError> {
+        let components = if path.is_empty() { Vec::new() } else { validate_path(path)? };
+        let Some(mut current) = self.root.map(|root| (EntryKind::Tree, root)) else {
+            return Ok(None);
+        };
+        for name in components {
+            if current.0 != EntryKind::Tree {
+                return Ok(None);
+            }
+            match self.trees.find_entry(&self.repo, current.1, name.into())? {
+                Some(found) => current = found,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(current))
+    }
+
+    fn read_blob(&self, id: ObjectId, path: &str) -> Result<Vec<u8>, PublishError> {
+        let mut object = self.repo.find_object(id).map_err(|cause| PublishError::ReadObject {
+            repo: repo_path(&self.repo),
+            what: format!("file {path:?} (blob {id})"),
+            cause,
+        })?;
+        if object.kind != gix::objs::Kind::Blob {
+            return Err(PublishError::Corrupt {
+                repo: repo_path(&self.repo),
+                what: format!("{path:?} should be a blob but {id} is a {}", object.kind),
+            });
+        }
+        Ok(std::mem::take(&mut object.data))
+    }
+}
+
+fn is_file(kind: EntryKind) -> bool {
+    matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable)
+}
+
+fn repo_path(repo: &gix::Repository) -> PathBuf {
+    repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned()
+}
+
+fn corrupt_tree(repo: &gix::Repository, tree: ObjectId, err: gix::Error) -> PublishError {
+    PublishError::Corrupt { repo: repo_path(repo), what: format!("tree {tree}: {}", chain(&err)) }
+}
+
+fn commit_tree(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, PublishError> {
+    let read_err = |cause| PublishError::ReadObject {
+        repo: repo_path(repo),
+        what: format!("commit {commit}"),
+        cause,
+    };
+    let commit = repo.find_commit(commit).map_err(read_err)?;
+    Ok(commit.tree_id().map_err(read_err)?.detach())
+}
+
+fn signature(who: &Identity, time: gix::date::Time) -> gix::actor::Signature {
+    gix::actor::Signature { name: who.name.as_str().into(), email: who.email.as_str().into(), time }
+}
+
+fn branch_ref_name(branch: &str) -> Result<FullName, PublishError> {
+    let invalid =
+        |reason: String| PublishError::InvalidBranch { branch: branch.to_owned(), reason };
+    let full = format!("refs/heads/{branch}");
+    gix::validate::reference::branch_name(full.as_str().into())
+        .map_err(|e| invalid(e.to_string()))?;
+    FullName::try_from(full.as_str()).map_err(|e| invalid(e.to_string()))
+}
+
+fn validate_identity(role: &'static str, who: &Identity) -> Result<(), PublishError> {
+    let invalid = |value: &str, reason| PublishError::InvalidIdentity {
+        role,
+        value: value.to_owned(),
+        reason,
+    };
+    if who.name.trim().is_empty() {
+        return Err(invalid(&who.name, "the name is empty"));
+    }
+    for value in [&who.name, &who.email] {
+        // Signatures are `name <email> time` lines in the commit header.
+        if value.contains(['<', '>', '\n', '\r', '\0']) {
+            return Err(invalid(value, "must not contain <, >, a line break or NUL"));
+        }
+    }
+    Ok(())
+}
+
+/// Split a slash path into validated components; "" and a trailing or doubled slash are errors.
+///
+/// Validation is ours: trees are written as raw bytes, which gix does not check.
+fn validate_path(path: &str) -> Result<Vec<&str>, PublishError> {
+    let invalid = |reason| PublishError::InvalidPath { path: path.to_owned(), reason };
+    // SECURITY: these names come from customer data and end up as files when the branch is
+    // checked out or exported. Reject traversal ("..", leading "/", "\\" as a Windows
+    // separator), NUL (truncates names in the tree encoding), and anything that could become
+    // `.git` on some filesystem (case folding, NTFS 8.3 and stream names, HFS+ ignorables),
+    // which would let a site overwrite git's own files or hooks.
+    if path.is_empty() {
+        return Err(invalid("the path is empty"));
+    }
+    if path.starts_with('/') {
+        return Err(invalid("absolute paths are not allowed"));
+    }
+    if path.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    if path.contains('\\') {
+        return Err(invalid("contains a backslash"));
+    }
+    let components: Vec<&str> = path.split('/').collect();
+    for &name in &components {
+        if name.is_empty() {
+            return Err(invalid("has an empty component (doubled or trailing slash)"));
+        }
+        if name == "." || name == ".." {
+            return Err(invalid("has a '.' or '..' component"));
+        }
+        if name.eq_ignore_ascii_case(".git") {
+            return Err(invalid("has a .git component"));
+        }
+        // All protections on: a site may be checked out on Windows or macOS too.
+        let options = gix::validate::path::component::Options::default();
+        if let Err(err) = gix::validate::path::component(name.into(), None, options) {
+            use gix::validate::path::component::Error as E;
+            return Err(invalid(match err {
+                E::DotGitDir => "has a component that a filesystem may treat as .git",
+                E::WindowsReservedName => "has a Windows device name (CON, NUL, COM1, …)",
+                E::WindowsIllegalCharacter => {
+                    "has a character Windows forbids (<>:\"|?*, control, trailing space or dot)"
+                }
+                E::WindowsPathPrefix => "has a Windows drive prefix",
+                _ => "has a component git refuses",
+            }));
+        }
+    }
+    Ok(components)
+}
+
+/// An edit whose paths have been validated and split.
+enum ParsedEdit<'e> {
+    /// `files` is None when the file list is empty.
+    PutDir {
+        path: Vec<&'e str>,
+        raw: &'e str,
+        files: Option<NewDir<'e>>,
+    },
+    PutFile {
+        path: Vec<&'e str>,
+        bytes: &'e [u8],
+    },
+    Remove {
+        path: Vec<&'e str>,
+    },
+}
+
+impl<'e> ParsedEdit<'e> {
+    fn parse(edit: &'e TreeEdit) -> Result<Self, PublishError> {
+        Ok(match edit {
+            TreeEdit::PutDir { path, files } => {
+                let components = validate_path(path)?;
+                let mut root = NewDir::default();
+                for (name, bytes) in files {
+                    root.insert(path, name, bytes)?;
+                }
+                let files = (!files.is_empty()).then_some(root);
+                ParsedEdit::PutDir { path: components, raw: path, files }
+            }
+            TreeEdit::PutFile { path, bytes } => {
+                ParsedEdit::PutFile { path: validate_path(path)?, bytes }
+            }
+            TreeEdit::Remove { path } => ParsedEdit::Remove { path: validate_path(path)? },
+        })
+    }
+}
+
+/// The files of a `PutDir`, as a directory tree, checked for clashes before anything is written.
+#[derive(Default)]
+struct NewDir<'e> {
+    files: BTreeMap<&'e str, &'e [u8]>,
+    dirs: BTreeMap<&'e str, NewDir<'e>>,
+}
+
+impl<'e> NewDir<'e> {
+    fn insert(&mut self, dir: &str, file: &'e str, bytes: &'e [u8]) -> Result<(), PublishError> {
+        let path = validate_path(file).map_err(|err| match err {
+            PublishError::InvalidPath { path, reason } => {
+                PublishError::InvalidPath { path: format!("{dir}/{path}"), reason }
+            }
+            other => other,
+        })?;
+        let invalid = |reason| PublishError::InvalidPath { path: format!("{dir}/{file}"), reason };
+        let (leaf, parents) = path.split_last().expect("validated paths have a component");
+        let mut current = self;
+        for name in parents {
+            if current.files.contains_key(name) {
+                return Err(invalid("a file has the same name as a directory"));
+            }
+            current = current.dirs.entry(name).or_default();
+        }
+        if current.dirs.contains_key(leaf) {
+            return Err(invalid("a file has the same name as a directory"));
+        }
+        if current.files.insert(leaf, bytes).is_some() {
+            return Err(invalid("the file is listed twice"));
+        }
+        Ok(())
+    }
+}
+
+/// Raw tree objects by id, shared by a [`Store`] and its snapshots. Trees are immutable, so an
+/// entry never goes stale; the point is not to inflate the large `sites` tree on every commit.
+#[derive(Debug, Default, Clone)]
+struct TreeCache(Rc<RefCell<CachedTrees>>);
+
+#[derive(Debug, Default)]
+struct CachedTrees {
+    by_id: HashMap<ObjectId, Rc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl TreeCache {
+    /// Crude bound (emptied when full) so that a long export doesn't keep every tree around.
+    const MAX_BYTES: usize = 32 << 20;
+
+    fn insert(&self, id: ObjectId, data: Rc<Vec<u8>>) {
+        let mut cache = self.0.borrow_mut();
+        if cache.bytes + data.len() > Self::MAX_BYTES {
+            cache.by_id.clear();
+            cache.bytes = 0;
+        }
+        cache.bytes += data.len();
+        if let Some(old) = cache.by_id.insert(id, data) {
+            cache.bytes -= old.len();
+        }
+    }
+
+    fn get(&self, repo: &gix::Repository, id: ObjectId) -> Result<Rc<Vec<u8>>, PublishError> {
+        if let Some(data) = self.0.borrow().by_id.get(&id) {
+            return Ok(Rc::clone(data));
+        }
+        let mut object = repo.find_object(id).map_err(|cause| PublishError::ReadObject {
+            repo: repo_path(repo),
+            what: format!("tree {id}"),
+            cause,
+        })?;
+        if object.kind != gix::objs::Kind::Tree {
+            return Err(PublishError::Corrupt {
+                repo: repo_path(repo),
+                what: format!("{id} should be a tree but is a {}", object.kind),
+            });
+        }
+        let data = Rc::new(std::mem::take(&mut object.data));
+        self.insert(id, Rc::clone(&data));
+        Ok(data)
+    }
+
+    fn find_entry(
+        &self,
+        repo: &gix::Repository,
+        tree: ObjectId,
+        name: &BStr,
+    ) -> Result<Option<(EntryKind, ObjectId)>, PublishError> {
+        let data = self.get(repo, tree)?;
+        for entry in TreeRefIter::from_bytes(&data, repo.object_hash()) {
+            let entry = entry.map_err(|e| corrupt_tree(repo, tree, e))?;
+            if entry.filename == name {
+                return Ok(Some((entry.mode.kind(), entry.oid.to_owned())));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The raw tree `base` with `changes` (sorted by name; None removes) applied.
+///
+/// Works on the encoded bytes: unchanged runs of entries are copied as they are, so editing one
+/// entry of a 10,000-entry tree costs a few large copies instead of decoding, sorting and
+/// re-encoding every entry. None if `base` is malformed.
+fn splice_tree(
+    base: &[u8],
+    hash_len: usize,
+    changes: &[(BString, Option<(EntryKind, ObjectId)>)],
+) -> Option<Vec<u8>> {
+    let mut added: Vec<EntryRef<'_>> = changes
+        .iter()
+        .filter_map(|(name, value)| {
+            let (kind, id) = value.as_ref()?;
+            Some(EntryRef { mode: (*kind).into(), filename: name.as_bstr(), oid: id })
+        })
+        .collect();
+    // Git orders trees as if their name ended in '/'; EntryRef's Ord does that.
+    added.sort();
+    let mut added = added.into_iter().peekable();
+    let mut out = Vec::with_capacity(base.len() + changes.len() * 64);
+    let push = |out: &mut Vec<u8>, entry: &EntryRef<'_>| {
+        out.extend_from_slice(entry.mode.as_bytes(&mut Default::default()));
+        out.push(b' ');
+        out.extend_from_slice(entry.filename);
+        out.push(0);
+        out.extend_from_slice(entry.oid.as_bytes());
+    };
+    // Entries are `<mode> <name>\0<hash>`; `copied` is where the pending run of kept ones starts.
+    let (mut pos, mut copied) = (0, 0);
+    while pos < base.len() {
+        let space = pos + base[pos..].find_byte(b' ')?;
+        let nul = space + 1 + base[space + 1..].find_byte(0)?;
+        let end = nul + 1 + hash_len;
+        if end > base.len() {
+            return None;
+        }
+        let name = &base[space + 1..nul];
+        let is_tree = matches!(&base[pos..space], b"40000" | b"040000");
+        while let Some(new) = added.next_if(|new| {
+            gix::objs::tree::name_order(new.filename, new.mode.is_tree(), name, is_tree).is_lt()
+        }) {
+            out.extend_from_slice(&base[copied..pos]);
+            copied = pos;
+            push(&mut out, &new);
+        }
+        if changes.binary_search_by(|(changed, _)| changed.as_slice().cmp(name)).is_ok() {
+            out.extend_from_slice(&base[copied..pos]);
+            copied = end;
+        }
+        pos = end;
+    }
+    out.extend_from_slice(&base[copied..]);
+    for new in added {
+        push(&mut out, &new);
+    }
+    Some(out)
+}
+
+/// An already serialized tree, so that it can be both written and cached.
+struct RawTree<'a>(&'a [u8]);
+
+impl gix::objs::WriteTo for RawTree<'_> {
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(self.0)
+    }
+
+    fn kind(&self) -> gix::objs::Kind {
+        gix::objs::Kind::Tree
+    }
+
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// A directory being edited: the tree it started from plus pending changes by name.
+#[derive(Default)]
+struct DirEdit {
+    base: Option<ObjectId>,
+    changes: BTreeMap<BString, Slot>,
+}
+
+enum Slot {
+    Removed,
+    /// A blob, or a tree that is already written (e.g. a whole new site).
+    Entry(EntryKind, ObjectId),
+    /// A subdirectory with edits of its own.
+    Dir(DirEdit),
+}
+
+struct Writer<'r> {
+    repo: &'r gix::Repository,
+    repo_path: &'r Path,
+    trees: &'r TreeCache,
+    big_trees: &'r gix::odb::loose::Store,
+}
+
+/// Trees at least this big (the flat `sites` tree past ~1,300 sites) are written as loose
+/// objects without compression. They are mostly 20-byte hashes, so zlib only shrinks them to
+/// ~60%, yet deflating ~0.5 MB was most of a commit's cost at 10,000 sites. `git gc` packs and
+/// compresses them like any other object.
+const UNCOMPRESSED_TREE_BYTES: usize = 64 << 10;
+
+impl Writer<'_> {
+    fn apply(&self, root: &mut DirEdit, edit: &ParsedEdit<'_>) -> Result<(), PublishError> {
+        let (path, slot) = match edit {
+            ParsedEdit::PutDir { path, raw, files } => {
+                let slot = match files {
+                    Some(files) => Slot::Entry(EntryKind::Tree, self.write_new_tree(raw, files)?),
+                    None => Slot::Removed,
+                };
+                (path, slot)
+            }
+            ParsedEdit::PutFile { path, bytes } => {
+                let blob = self.write_blob(bytes, &path.join("/"))?;
+                (path, Slot::Entry(EntryKind::Blob, blob))
+            }
+            ParsedEdit::Remove { path } => {
+                // Walking down would turn files on the way into directories; don't.
+                if !self.exists(root, path)? {
+                    return Ok(());
+                }
+                (path, Slot::Removed)
+            }
+        };
+        let (leaf, parents) = path.split_last().expect("validated paths have a component");
+        let mut dir = root;
+        for name in parents {
+            dir = self.descend(dir, name)?;
+        }
+        dir.changes.insert((*leaf).into(), slot);
+        Ok(())
+    }
+
+    /// The subdirectory `name` of `dir`, made editable; a file in the way is replaced.
+    fn descend<'d>(
+        &self,
+        dir: &'d mut DirEdit,
+        name: &str,
+    ) -> Result<&'d mut DirEdit, PublishError> {
+        let next = match dir.changes.remove(name.as_bytes().as_bstr()) {
+            Some(Slot::Dir(sub)) => sub,
+            Some(Slot::Entry(EntryKind::Tree, id)) => {
+                DirEdit { base: Some(id), ..Default::default() }
+            }
+            Some(_) => DirEdit::default(),
+            None => match dir.base {
+                Some(base) => match self.trees.find_entry(self.repo, base, name.into())? {
+                    Some((EntryKind::Tree, id)) => DirEdit { base: Some(id), ..Default::default() },
+                    _ => DirEdit::default(),
+                },
+                None => DirEdit::default(),
+            },
+        };
+        match dir.changes.entry(name.into()).or_insert(Slot::Dir(next)) {
+            Slot::Dir(sub) => Ok(sub),
+            _ => unreachable!("the entry was removed above, so or_insert inserted a directory"),
+        }
+    }
+
+    /// Whether `path` exists in `dir` with the edits applied so far.
+    fn exists(&self, dir: &DirEdit, path: &[&str]) -> Result<bool, PublishError> {
+        let (first, rest) = path.split_first().expect("validated paths have a component");
+        let base_lookup = |tree: Option<ObjectId>| match tree {
+            Some(tree) => self.trees.find_entry(self.repo, tree, (*first).into()),
+            None => Ok(None),
+        };
+        let found = match dir.changes.get(first.as_bytes().as_bstr()) {
+            Some(Slot::Removed) => None,
+            Some(Slot::Dir(sub)) => {
+                return if rest.is_empty() { Ok(true) } else { self.exists(sub, rest) };
+            }
+            Some(Slot::Entry(kind, id)) => Some((*kind, *id)),
+            None => base_lookup(dir.base)?,
+        };
+        match found {
+            None => Ok(false),
+            Some(_) if rest.is_empty() => Ok(true),
+            Some((EntryKind::Tree, id)) => {
+                self.exists(&DirEdit { base: Some(id), ..Default::default() }, rest)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Write `dir` (at `path`, "" for the root) with its changes; None if it ended up empty and
+    /// is not the root.
+    fn write_dir(&self, dir: DirEdit, path: &str) -> Result<Option<ObjectId>, PublishError> {
+        if dir.changes.is_empty()
+            && let Some(base) = dir.base
+        {
+            return Ok(Some(base));
+        }
+        // Sorted by name, as the BTreeMap iterates.
+        let mut resolved: Vec<(BString, Option<(EntryKind, ObjectId)>)> = Vec::new();
+        for (name, slot) in dir.changes {
+            let value = match slot {
+                Slot::Removed => None,
+                Slot::Entry(kind, id) => Some((kind, id)),
+                Slot::Dir(sub) => {
+                    let sub_path =
+                        if path.is_empty() { name.to_string() } else { format!("{path}/{name}") };
+                    self.write_dir(sub, &sub_path)?.map(|id| (EntryKind::Tree, id))
+                }
+            };
+            resolved.push((name, value));
+        }
+        let base = dir.base.map(|id| self.trees.get(self.repo, id)).transpose()?;
+        let base_data = base.as_deref().map_or(&[][..], Vec::as_slice);
+        let hash_len = self.repo.object_hash().len_in_bytes();
+        let data =
+            splice_tree(base_data, hash_len, &resolved).ok_or_else(|| PublishError::Corrupt {
+                repo: self.repo_path.to_owned(),
+                what: format!("the tree at {path:?} ({}) is malformed", fmt_head(&dir.base)),
+            })?;
+        if data.is_empty() && !path.is_empty() {
+            return Ok(None);
+        }
+        self.write_tree(data, &format!("the tree at {path:?}")).map(Some)
+    }
+
+    /// Write the files of a `PutDir` (at `dir`, for messages) as a fresh tree.
+    fn write_new_tree(&self, dir: &str, new: &NewDir<'_>) -> Result<ObjectId, PublishError> {
+        let mut entries = Vec::with_capacity(new.files.len() + new.dirs.len());
+        for (&name, bytes) in &new.files {
+            let oid = self.write_blob(bytes, &format!("{dir}/{name}"))?;
+            entries.push(Entry { mode: EntryKind::Blob.into(), filename: name.into(), oid });
+        }
+        for (&name, sub) in &new.dirs {
+            let oid = self.write_new_tree(&format!("{dir}/{name}"), sub)?;
+            entries.push(Entry { mode: EntryKind::Tree.into(), filename: name.into(), oid });
+        }
+        // Git's tree order, not plain byte order: "a.b" < "a/" < "a0".
+        entries.sort();
+        let mut data = Vec::new();
+        gix::objs::WriteTo::write_to(&gix::objs::Tree { entries }, &mut data)
+            .expect("writing to a Vec succeeds and validated names have no NUL");
+        self.write_tree(data, &format!("the tree of {dir:?}"))
+    }
+
+    /// Write a serialized tree and keep its bytes: the next commit edits the same `sites` tree.
+    fn write_tree(&self, data: Vec<u8>, what: &str) -> Result<ObjectId, PublishError> {
+        let id = if data.len() >= UNCOMPRESSED_TREE_BYTES {
+            gix::objs::Write::write_buf(self.big_trees, gix::objs::Kind::Tree, &data)
+        } else {
+            self.repo.write_object(RawTree(&data)).map(gix::Id::detach)
+        }
+        .map_err(|cause| PublishError::WriteObject {
+            repo: self.repo_path.to_owned(),
+            what: what.to_owned(),
+            cause,
+        })?;
+        self.trees.insert(id, Rc::new(data));
+        Ok(id)
+    }
+
+    fn write_blob(&self, bytes: &[u8], path: &str) -> Result<ObjectId, PublishError> {
+        self.repo.write_blob(bytes).map(|id| id.detach()).map_err(|cause| {
+            PublishError::WriteObject {
+                repo: self.repo_path.to_owned(),
+                what: format!("file {path:?}"),
+                cause,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("git").arg("-C").arg(dir).args(args).output().expect("git runs")
+    }
+
+    /// Run git, assert success, return trimmed stdout.
+    fn git_ok(dir: &Path, args: &[&str]) -> String {
+        let out = git(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+    }
+
+    fn fsck(dir: &Path) {
+        git_ok(dir, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    fn ident(name: &str) -> Identity {
+        Identity { name: name.into(), email: format!("{}@example.com", name.to_lowercase()) }
+    }
+
+    fn setup() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        init_repository(tmp.path()).unwrap();
+        let store = Store::open(tmp.path(), "prototypes", ident("Author"), ident("Bot")).unwrap();
+        (tmp, store)
+    }
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect()
+    }
+
+    fn put_dir(path: &str, list: &[(&str, &str)]) -> TreeEdit {
+        TreeEdit::PutDir { path: path.into(), files: files(list) }
+    }
+
+    fn loose_object_count(dir: &Path) -> usize {
+        walk_count(&dir.join(".git/objects"))
+    }
+
+    fn walk_count(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() { walk_count(&e.path()) } else { 1 }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn publish_replace_remove_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("protoforge.yaml"), "x: 1\n").unwrap();
+        init_repository(dir).unwrap();
+        assert_eq!(git_ok(dir, &["symbolic-ref", "HEAD"]), "refs/heads/main");
+        assert!(!git(dir, &["rev-parse", "--verify", "-q", "HEAD"]).status.success());
+        let store = Store::open(dir, "prototypes", ident("Author"), ident("Bot")).unwrap();
+        assert_eq!(store.branch(), "prototypes");
+        assert_eq!(store.head().unwrap(), None);
+
+        // "a.b" < "a/" < "a0" in git's tree order, unlike byte order.
+        let msg1 = "Publish alpha-1\n\nProject-Id: alpha-1\nSubmission-Hash: 0123abcd\n";
+        let site1 = [
+            ("index.html", "<h1>alpha v1</h1>"),
+            ("about.html", "about"),
+            ("a.b", "dot"),
+            ("a/c.txt", "nested"),
+            ("a0", "zero"),
+            ("assets/images/logo.png", "png"),
+        ];
+        let c1 = store.commit(None, msg1, &[put_dir("sites/alpha-1", &site1)]).unwrap();
+        fsck(dir);
+        assert_eq!(store.head().unwrap(), Some(c1));
+        assert_eq!(git_ok(dir, &["rev-parse", "prototypes"]), c1.to_string());
+        assert_eq!(git_ok(dir, &["log", "--format=%B", "-1", "prototypes"]), msg1.trim_end());
+        assert_eq!(
+            git_ok(dir, &["log", "-1", "--format=%an <%ae>|%cn <%ce>", "prototypes"]),
+            "Author <author@example.com>|Bot <bot@example.com>"
+        );
+        assert_eq!(
+            git_ok(dir, &["show", "prototypes:sites/alpha-1/index.html"]),
+            "<h1>alpha v1</h1>"
+        );
+        assert_eq!(git_ok(dir, &["show", "prototypes:sites/alpha-1/a/c.txt"]), "nested");
+        assert_eq!(
+            git_ok(dir, &["ls-tree", "prototypes", "sites/alpha-1/index.html"]).split(' ').next(),
+            Some("100644")
+        );
+        assert!(git_ok(dir, &["reflog", "show", "prototypes"]).contains("protoforge: Publish"));
+        // The worktree and index are never touched.
+        assert!(!dir.join("sites").exists());
+        assert!(!dir.join(".git/index").exists());
+
+        let msg2 = "Publish beta-2\n\nProject-Id: beta-2\n";
+        let c2 = store
+            .commit(
+                Some(c1),
+                msg2,
+                &[
+                    put_dir("sites/beta-2", &[("index.html", "beta")]),
+                    TreeEdit::PutFile { path: "failed/abc.json".into(), bytes: b"{}".to_vec() },
+                ],
+            )
+            .unwrap();
+        fsck(dir);
+        assert_eq!(git_ok(dir, &["rev-parse", "prototypes^"]), c1.to_string());
+        assert_eq!(git_ok(dir, &["show", "prototypes:sites/beta-2/index.html"]), "beta");
+        assert_eq!(git_ok(dir, &["show", "prototypes:failed/abc.json"]), "{}");
+        assert_eq!(git_ok(dir, &["show", "prototypes:sites/alpha-1/a0"]), "zero");
+
+        // Replace alpha-1 with fewer files: the stale ones must be gone.
+        let c3 = store
+            .commit(
+                Some(c2),
+                "Republish alpha-1",
+                &[put_dir("sites/alpha-1", &[("index.html", "v2")])],
+            )
+            .unwrap();
+        fsck(dir);
+        assert_eq!(
+            git_ok(dir, &["ls-tree", "-r", "--name-only", "prototypes", "sites/alpha-1"]),
+            "sites/alpha-1/index.html"
+        );
+        assert!(!git(dir, &["show", "prototypes:sites/alpha-1/about.html"]).status.success());
+        assert_eq!(git_ok(dir, &["show", "prototypes:sites/alpha-1/index.html"]), "v2");
+
+        // Remove a site, something absent, and the only failure (its directory goes too).
+        let c4 = store
+            .commit(
+                Some(c3),
+                "Remove beta-2",
+                &[
+                    TreeEdit::Remove { path: "sites/beta-2".into() },
+                    TreeEdit::Remove { path: "sites/never-was".into() },
+                    TreeEdit::Remove { path: "nope/deeper/still".into() },
+                    TreeEdit::Remove { path: "failed/abc.json".into() },
+                ],
+            )
+            .unwrap();
+        fsck(dir);
+        assert_eq!(git_ok(dir, &["ls-tree", "--name-only", "prototypes"]), "sites");
+        assert_eq!(git_ok(dir, &["ls-tree", "--name-only", "prototypes:sites"]), "alpha-1");
+        assert_eq!(
+            git_ok(dir, &["log", "--format=%H", "prototypes"]),
+            [c4, c3, c2, c1].map(|c| c.to_string()).join("\n")
+        );
+        assert_eq!(git_ok(dir, &["log", "--format=%B", "-1", "prototypes~2"]), msg2.trim_end());
+
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.commit_id(), Some(c4));
+        assert_eq!(snap.list_dir("sites").unwrap(), ["alpha-1"]);
+        assert_eq!(snap.list_dir("").unwrap(), ["sites"]);
+        assert!(snap.list_dir("failed").unwrap().is_empty());
+        assert!(snap.exists("sites/alpha-1").unwrap());
+        assert!(!snap.exists("sites/beta-2").unwrap());
+        assert_eq!(snap.read("sites/alpha-1").unwrap(), None, "a directory is not a file");
+        assert_eq!(snap.read("sites/alpha-1/index.html/x").unwrap(), None);
+    }
+
+    #[test]
+    fn snapshot_reads_nested_files_sorted() {
+        let (_tmp, store) = setup();
+        let site = [("z.html", "z"), ("a/b/c.txt", "c"), ("a.b", "dot"), ("a0", "0")];
+        store.commit(None, "site", &[put_dir("sites/x", &site)]).unwrap();
+        let snap = store.snapshot().unwrap();
+        let all = snap.read_dir_recursive("sites/x").unwrap();
+        let names: Vec<_> = all.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["a.b", "a/b/c.txt", "a0", "z.html"]);
+        assert_eq!(all[1].1, b"c");
+        assert_eq!(snap.read("sites/x/a/b/c.txt").unwrap().as_deref(), Some(&b"c"[..]));
+        assert!(snap.read_dir_recursive("sites/none").unwrap().is_empty());
+    }
+
+    #[test]
+    fn edits_apply_in_order() {
+        let (tmp, store) = setup();
+        let c1 = store
+            .commit(
+                None,
+                "ordered",
+                &[
+                    put_dir("sites/x", &[("index.html", "i")]),
+                    TreeEdit::PutFile { path: "sites/x/extra.txt".into(), bytes: b"e".to_vec() },
+                    TreeEdit::Remove { path: "sites/x/index.html".into() },
+                    TreeEdit::PutFile { path: "notes".into(), bytes: b"file".to_vec() },
+                    TreeEdit::PutFile { path: "failed/f.json".into(), bytes: b"1".to_vec() },
+                ],
+            )
+            .unwrap();
+        fsck(tmp.path());
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.list_dir("sites/x").unwrap(), ["extra.txt"]);
+        // Removing below a file is a no-op, not a way to delete the file.
+        let c2 = store
+            .commit(
+                Some(c1),
+                "noop removal",
+                &[TreeEdit::Remove { path: "failed/f.json/deeper".into() }],
+            )
+            .unwrap();
+        assert_eq!(store.snapshot().unwrap().read("failed/f.json").unwrap(), Some(b"1".to_vec()));
+        // A file may be replaced by a directory, and an empty PutDir removes.
+        store
+            .commit(
+                Some(c2),
+                "file to dir",
+                &[
+                    TreeEdit::PutFile { path: "notes/today.txt".into(), bytes: b"t".to_vec() },
+                    TreeEdit::PutDir { path: "sites/x".into(), files: Vec::new() },
+                ],
+            )
+            .unwrap();
+        fsck(tmp.path());
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.read("notes/today.txt").unwrap(), Some(b"t".to_vec()));
+        assert!(!snap.exists("sites").unwrap());
+    }
+
+    #[test]
+    fn stale_expected_head_is_a_conflict_and_leaves_the_ref() {
+        let (tmp, store) = setup();
+        let dir = tmp.path();
+        let c1 = store.commit(None, "one", &[put_dir("sites/a", &[("i", "1")])]).unwrap();
+        let c2 = store.commit(Some(c1), "two", &[put_dir("sites/b", &[("i", "2")])]).unwrap();
+
+        let err = store.commit(Some(c1), "stale", &[put_dir("sites/c", &[("i", "3")])]);
+        assert!(
+            matches!(err, Err(PublishError::Conflict { expected, actual })
+                if expected == Some(c1) && actual == Some(c2)),
+            "{err:?}"
+        );
+        let err = store.commit(None, "root again", &[]);
+        assert!(
+            matches!(err, Err(PublishError::Conflict { expected: None, actual })
+                if actual == Some(c2)),
+            "{err:?}"
+        );
+        assert_eq!(git_ok(dir, &["rev-parse", "prototypes"]), c2.to_string());
+
+        // The branch does not exist: expecting a head is a conflict too.
+        let other = Store::open(dir, "other", ident("A"), ident("B")).unwrap();
+        let err = other.commit(Some(c2), "x", &[]);
+        assert!(
+            matches!(err, Err(PublishError::Conflict { expected, actual: None })
+                if expected == Some(c2)),
+            "{err:?}"
+        );
+        assert!(!git(dir, &["rev-parse", "--verify", "-q", "refs/heads/other"]).status.success());
+
+        // The race the early check cannot see: the branch moves between check and swap.
+        let orphan = store.repo.new_commit_as(
+            signature(&ident("A"), gix::date::Time::now_utc()).to_ref(&mut Default::default()),
+            signature(&ident("A"), gix::date::Time::now_utc()).to_ref(&mut Default::default()),
+            "orphan",
+            gix::ObjectId::empty_tree(gix::hash::Kind::Sha1),
+            Some(c1),
+        );
+        let orphan = orphan.unwrap().id;
+        let committer = signature(&ident("B"), gix::date::Time::now_utc());
+        let err = store.move_branch(Some(c1), orphan, "race", &committer);
+        assert!(
+            matches!(err, Err(PublishError::Conflict { expected, actual })
+                if expected == Some(c1) && actual == Some(c2)),
+            "{err:?}"
+        );
+        let err = store.move_branch(None, orphan, "race", &committer);
+        assert!(matches!(err, Err(PublishError::Conflict { expected: None, .. })), "{err:?}");
+        assert_eq!(git_ok(dir, &["rev-parse", "prototypes"]), c2.to_string());
+        eprintln!("{}", store.commit(Some(c1), "m", &[]).unwrap_err());
+    }
+
+    #[test]
+    fn hostile_paths_are_rejected_before_anything_is_written() {
+        let (tmp, store) = setup();
+        let dir = tmp.path();
+        let c1 = store.commit(None, "one", &[put_dir("sites/a", &[("i", "1")])]).unwrap();
+        let objects = loose_object_count(dir);
+        let bad = [
+            "",
+            "/etc/passwd",
+            "sites//x",
+            "sites/x/",
+            "sites/./x",
+            "sites/../x",
+            "..",
+            "sites/x\\..\\y",
+            "sites/x\0y",
+            ".git",
+            "sites/.git",
+            "sites/.GIT",
+            ".Git/hooks/pre-commit",
+            "sites/GIT~1",
+            "sites/.git.",
+            "sites/CON",
+        ];
+        for path in bad {
+            let edits = [
+                TreeEdit::PutDir { path: path.into(), files: files(&[("i", "x")]) },
+                TreeEdit::PutFile { path: path.into(), bytes: b"x".to_vec() },
+                TreeEdit::Remove { path: path.into() },
+                TreeEdit::PutDir { path: "sites/ok".into(), files: files(&[(path, "x")]) },
+                TreeEdit::PutDir {
+                    path: "sites/ok".into(),
+                    files: files(&[("index.html", "x"), (path, "x")]),
+                },
+            ];
+            for edit in edits {
+                let err = store.commit(Some(c1), "evil", std::slice::from_ref(&edit));
+                assert!(matches!(err, Err(PublishError::InvalidPath { .. })), "{edit:?}: {err:?}");
+            }
+        }
+        let clashes = [
+            files(&[("a", "file"), ("a/b", "below a file")]),
+            files(&[("a/b", "below"), ("a", "file over dir")]),
+            files(&[("i", "1"), ("i", "2")]),
+        ];
+        for list in clashes {
+            let err = store.commit(
+                Some(c1),
+                "clash",
+                &[TreeEdit::PutDir { path: "sites/z".into(), files: list }],
+            );
+            assert!(matches!(err, Err(PublishError::InvalidPath { .. })), "{err:?}");
+        }
+        let err = store.commit(Some(c1), "nul\0", &[]);
+        assert!(matches!(err, Err(PublishError::InvalidMessage { .. })), "{err:?}");
+        assert_eq!(store.head().unwrap(), Some(c1));
+        assert_eq!(loose_object_count(dir), objects, "validation failed after writing objects");
+        // Reads validate too, rather than answering for a path that cannot exist.
+        let snap = store.snapshot().unwrap();
+        assert!(matches!(snap.read("sites/../x"), Err(PublishError::InvalidPath { .. })));
+    }
+
+    #[test]
+    fn snapshot_stays_on_its_commit() {
+        let (_tmp, store) = setup();
+        let empty = store.snapshot().unwrap();
+        assert_eq!(empty.commit_id(), None);
+        assert!(empty.list_dir("sites").unwrap().is_empty());
+        assert_eq!(empty.read("sites/a/index.html").unwrap(), None);
+
+        let c1 = store.commit(None, "v1", &[put_dir("sites/a", &[("index.html", "v1")])]).unwrap();
+        let old = store.snapshot().unwrap();
+        let c2 = store
+            .commit(
+                Some(c1),
+                "v2",
+                &[put_dir("sites/a", &[("index.html", "v2")]), put_dir("sites/b", &[("i", "b")])],
+            )
+            .unwrap();
+        assert_eq!(old.commit_id(), Some(c1));
+        assert_eq!(old.read("sites/a/index.html").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(old.list_dir("sites").unwrap(), ["a"]);
+        let new = store.snapshot().unwrap();
+        assert_eq!(new.commit_id(), Some(c2));
+        assert_eq!(new.read("sites/a/index.html").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(new.list_dir("sites").unwrap(), ["a", "b"]);
+        assert_eq!(empty.read("sites/a/index.html").unwrap(), None);
+    }
+
+    #[test]
+    fn held_lock_is_retried_then_reported() {
+        let (tmp, store) = setup();
+        let c1 = store.commit(None, "one", &[put_dir("sites/a", &[("i", "1")])]).unwrap();
+        let lock = tmp.path().join(".git/refs/heads/prototypes.lock");
+        std::fs::write(&lock, "").unwrap();
+        let started = std::time::Instant::now();
+        let err = store.commit(Some(c1), "two", &[put_dir("sites/b", &[("i", "2")])]).unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&err, PublishError::Locked { attempts, .. } if *attempts == LOCK_ATTEMPTS),
+            "{err:?}"
+        );
+        assert!(elapsed >= Duration::from_millis(50), "no backoff: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "too slow: {elapsed:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("prototypes.lock") && msg.contains("hint"), "{msg}");
+        eprintln!("{msg}");
+        assert_eq!(store.head().unwrap(), Some(c1));
+        std::fs::remove_file(&lock).unwrap();
+        let c2 = store.commit(Some(c1), "two", &[put_dir("sites/b", &[("i", "2")])]).unwrap();
+        assert_eq!(store.head().unwrap(), Some(c2));
+    }
+
+    #[test]
+    fn init_and_open_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init_repository(dir).unwrap();
+        let err = init_repository(dir).unwrap_err();
+        assert!(matches!(err, PublishError::AlreadyInitialized { .. }), "{err:?}");
+
+        // Discovered from a subdirectory.
+        std::fs::create_dir_all(dir.join("inbox/new")).unwrap();
+        let store =
+            Store::open(&dir.join("inbox/new"), "prototypes", ident("A"), ident("B")).unwrap();
+        assert_eq!(store.repo_path().canonicalize().unwrap(), dir.canonicalize().unwrap());
+
+        // A repository nested inside another is opened itself, not its parent.
+        let inner = dir.join("inner");
+        init_repository(&inner).unwrap();
+        let store = Store::open(&inner, "prototypes", ident("A"), ident("B")).unwrap();
+        assert_eq!(store.repo_path().canonicalize().unwrap(), inner.canonicalize().unwrap());
+        // ...and a broken .git there is an error rather than a silent walk upward.
+        let broken = dir.join("broken");
+        std::fs::create_dir_all(broken.join(".git")).unwrap();
+        let err = Store::open(&broken, "prototypes", ident("A"), ident("B")).unwrap_err();
+        assert!(matches!(err, PublishError::Open { .. }), "{err:?}");
+        eprintln!("{err}");
+
+        for branch in ["", "bad..name", "with space", "HEAD", "x.lock", "-x/../y", "a\\b"] {
+            let err = Store::open(dir, branch, ident("A"), ident("B")).unwrap_err();
+            assert!(matches!(err, PublishError::InvalidBranch { .. }), "{branch:?}: {err:?}");
+        }
+        let bad = Identity { name: "Eve <x@y>".into(), email: "e@x".into() };
+        let err = Store::open(dir, "prototypes", bad, ident("B")).unwrap_err();
+        assert!(matches!(err, PublishError::InvalidIdentity { .. }), "{err:?}");
+
+        let missing = dir.join("no/such/dir");
+        let err = Store::open(&missing, "prototypes", ident("A"), ident("B"));
+        // tempdirs live under a directory that is not a repository.
+        if let Err(err) = err {
+            assert!(err.to_string().contains("no/such/dir"), "{err}");
+        }
+    }
+
+    #[test]
+    fn splice_matches_a_full_rebuild() {
+        // Names chosen so that git's order differs from byte order ("a.b" < "a/" < "a0").
+        let names = ["a", "a.b", "a0", "a-", "b", "ab", "a.", "0", "z", "a.b.c"];
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let id = |n: u64| ObjectId::from_bytes_or_panic(&[n as u8; 20]);
+        let kind = |n: u64| if n.is_multiple_of(2) { EntryKind::Tree } else { EntryKind::Blob };
+        for _ in 0..500 {
+            let mut base = gix::objs::Tree::empty();
+            for name in names {
+                if next().is_multiple_of(2) {
+                    let n = next();
+                    base.entries.push(Entry {
+                        mode: kind(n).into(),
+                        filename: name.into(),
+                        oid: id(n),
+                    });
+                }
+            }
+            base.entries.sort();
+            let mut changes: Vec<(BString, Option<(EntryKind, ObjectId)>)> = Vec::new();
+            for name in names {
+                match next() % 4 {
+                    0 => changes.push((name.into(), None)),
+                    1 => {
+                        let n = next();
+                        changes.push((name.into(), Some((kind(n), id(n)))));
+                    }
+                    _ => {}
+                }
+            }
+            // As write_dir passes them: sorted by name, from a BTreeMap.
+            changes.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut expected = base.clone();
+            expected.entries.retain(|e| !changes.iter().any(|(n, _)| *n == e.filename));
+            for (name, value) in &changes {
+                if let Some((kind, oid)) = value {
+                    let entry = Entry { mode: (*kind).into(), filename: name.clone(), oid: *oid };
+                    expected.entries.push(entry);
+                }
+            }
+            expected.entries.sort();
+            let (mut base_bytes, mut expected_bytes) = (Vec::new(), Vec::new());
+            gix::objs::WriteTo::write_to(&base, &mut base_bytes).unwrap();
+            gix::objs::WriteTo::write_to(&expected, &mut expected_bytes).unwrap();
+            assert_eq!(
+                splice_tree(&base_bytes, 20, &changes).unwrap(),
+                expected_bytes,
+                "{changes:?}"
+            );
+        }
+        assert_eq!(splice_tree(b"40000 a", 20, &[]), None, "truncated trees are refused");
+    }
+
+    #[test]
+    fn large_trees_are_stored_uncompressed_and_read_back() {
+        let (tmp, store) = setup();
+        let dir = tmp.path();
+        let pad = "x".repeat(40);
+        let sites: Vec<_> =
+            (0..1_100).map(|i| put_dir(&format!("sites/{i:04}-{pad}"), &[("i", "same")])).collect();
+        let c1 = store.commit(None, "many", &sites).unwrap();
+        let size = git_ok(dir, &["cat-file", "-s", "prototypes:sites"]).parse::<usize>().unwrap();
+        assert!(size >= UNCOMPRESSED_TREE_BYTES, "{size}");
+        let c2 =
+            store.commit(Some(c1), "one more", &[put_dir("sites/new", &[("i", "n")])]).unwrap();
+        fsck(dir);
+        assert_eq!(
+            git_ok(dir, &["ls-tree", "--name-only", "prototypes:sites"]).lines().count(),
+            1_101
+        );
+        // A fresh store has nothing cached, so this reads the uncompressed object from disk.
+        let fresh = Store::open(dir, "prototypes", ident("A"), ident("B")).unwrap();
+        let snap = fresh.snapshot().unwrap();
+        assert_eq!(snap.commit_id(), Some(c2));
+        assert_eq!(snap.list_dir("sites").unwrap().len(), 1_101);
+        assert_eq!(snap.read(&format!("sites/0042-{pad}/i")).unwrap(), Some(b"same".to_vec()));
+    }
+
+    #[test]
+    fn racing_writers_lose_no_update() {
+        let (tmp, _store) = setup();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let dir = tmp.path().to_owned();
+                std::thread::spawn(move || {
+                    // Store is not Send: each writer (thread or process) opens its own.
+                    let store = Store::open(&dir, "prototypes", ident("A"), ident("B")).unwrap();
+                    let mut conflicts = 0;
+                    for i in 0..10 {
+                        let edit = TreeEdit::PutFile {
+                            path: format!("failed/{w}-{i}.json"),
+                            bytes: b"{}".to_vec(),
+                        };
+                        loop {
+                            let head = store.head().unwrap();
+                            match store.commit(
+                                head,
+                                &format!("w{w} i{i}"),
+                                std::slice::from_ref(&edit),
+                            ) {
+                                Ok(_) => break,
+                                Err(PublishError::Conflict { .. }) => conflicts += 1,
+                                Err(err) => panic!("{err}"),
+                            }
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        let conflicts: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        let dir = tmp.path();
+        fsck(dir);
+        assert_eq!(
+            git_ok(dir, &["rev-list", "--count", "prototypes"]),
+            "40",
+            "{conflicts} conflicts"
+        );
+        let store = Store::open(dir, "prototypes", ident("A"), ident("B")).unwrap();
+        assert_eq!(store.snapshot().unwrap().list_dir("failed").unwrap().len(), 40);
+    }
+}

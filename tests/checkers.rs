@@ -1,0 +1,203 @@
+//! The real checkers on real output: every example (and the hostile, RTL
+//! and CJK fixtures) is built with the binary, exported, then run through
+//! the W3C Nu checker (vnu-jar) and driven in headless Chromium.
+//!
+//! `./scripts/test` installs the checkers and sets
+//! PROTOFORGE_REQUIRE_CHECKERS, so there a missing checker is a failure;
+//! a bare `cargo test` on a machine without them says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required() -> bool {
+    std::env::var_os("PROTOFORGE_REQUIRE_CHECKERS").is_some()
+}
+
+/// `Some(path)` if the tool is there; a panic if it is required and absent.
+fn tool(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        !required(),
+        "{what} is missing at {}; run ./scripts/test, which installs it",
+        path.display()
+    );
+    eprintln!("SKIPPED: {what} is not installed ({}); ./scripts/test installs it", path.display());
+    None
+}
+
+fn pf(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "protoforge {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Build every example and fixture once, export the sites; returns the
+/// preview directory.
+fn sites() -> &'static Path {
+    static SITES: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &SITES
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = dir.path().join("repo");
+            pf(dir.path(), &["init", repo.to_str().unwrap()]);
+            copy_dir(&project().join("examples"), &repo.join("inbox"));
+            for f in ["hostile.yaml", "rtl-arabic.yaml", "cjk.yaml"] {
+                std::fs::copy(project().join("tests/fixtures").join(f), repo.join("inbox").join(f))
+                    .unwrap();
+            }
+            pf(&repo, &["build", "--once"]);
+            let preview = dir.path().join("preview");
+            pf(&repo, &["export", "--out", preview.to_str().unwrap()]);
+            (dir, preview)
+        })
+        .1
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn site_ids(preview: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(preview)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn every_page_and_stylesheet_passes_the_w3c_checker() {
+    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
+    else {
+        return;
+    };
+    let preview = sites();
+    let ids = site_ids(preview);
+    assert!(ids.len() >= 11, "{ids:?}");
+    let mut files = Vec::new();
+    for id in &ids {
+        files.push(preview.join(id).join("index.html"));
+        files.push(preview.join(id).join("styles.css"));
+    }
+    let out = Command::new("java")
+        .arg("-jar")
+        .arg(&jar)
+        .args(["--format", "json", "--also-check-css"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
+        panic!("vnu printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
+    });
+    let messages = report["messages"].as_array().unwrap();
+    let errors: Vec<String> = messages
+        .iter()
+        .filter(|m| m["type"] == "error" || m["type"] == "non-document-error")
+        .map(|m| {
+            format!(
+                "{}:{}: {}",
+                m["url"].as_str().unwrap_or(""),
+                m["lastLine"],
+                m["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let warnings = messages.iter().filter(|m| m["subType"] == "warning").count();
+    eprintln!("vnu: {} files, {} errors, {warnings} warnings", files.len(), errors.len());
+    assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn every_site_works_in_headless_chromium() {
+    let Some(_) =
+        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
+    else {
+        return;
+    };
+    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    let preview = sites();
+    let shots = project().join("target/screenshots");
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/behaviour.mjs"))
+        .arg(preview)
+        .arg(&shots)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), site_ids(preview).len());
+    let mut carts = 0;
+    let mut filters = 0;
+    for r in &results {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["errors"], serde_json::json!([]), "{id}: console errors");
+        assert_eq!(r["external"], serde_json::json!([]), "{id}: requests left the site");
+        assert!(
+            r["overflow375"].as_i64().unwrap() <= 0,
+            "{id}: {}px horizontal overflow at 375px",
+            r["overflow375"]
+        );
+        assert_eq!(r["nav"], true, "{id}: the nav toggle does not open the menu on a phone");
+        let form = &r["form"];
+        assert!(form.is_object(), "{id}: no form to try");
+        assert!(
+            form["invalidWhenEmpty"].as_i64().unwrap() > 0,
+            "{id}: an empty form was not flagged: {form}"
+        );
+        assert_eq!(form["invalidWhenFilled"], 0, "{id}: a filled form is still invalid: {form}");
+        assert!(
+            !form["status"].as_str().unwrap().is_empty(),
+            "{id}: no message after a valid submit"
+        );
+        if r["cart"].is_object() {
+            carts += 1;
+            assert_ne!(
+                r["cart"]["before"], r["cart"]["after"],
+                "{id}: the cart total did not change: {}",
+                r["cart"]
+            );
+        }
+        if r["filter"].is_object() {
+            filters += 1;
+            assert!(
+                r["filter"]["hidden"].as_i64().unwrap() > 0,
+                "{id}: the filter hid nothing: {}",
+                r["filter"]
+            );
+            assert_eq!(r["filter"]["pressed"], "true", "{id}");
+        }
+    }
+    assert!(carts >= 1, "no shop cart was exercised");
+    assert!(filters >= 1, "no filter was exercised");
+    eprintln!(
+        "chromium: {} sites, {carts} carts, {filters} filters; screenshots in {}",
+        results.len(),
+        shots.display()
+    );
+}

@@ -1,0 +1,232 @@
+use crate::util::*;
+
+#[test]
+fn every_example_builds_into_a_site() {
+    let repo = Repo::new();
+    let examples = repo.add_examples();
+    assert!(examples.len() >= 5, "{examples:?}");
+    let run = repo.build().ok();
+    let ids = published_ids(&run.stdout);
+    assert_eq!(ids.len(), examples.len(), "{}", run.stdout);
+    let mut sites = repo.sites();
+    sites.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sites, expected);
+    repo.fsck();
+    assert_eq!(repo.commit_count(), examples.len(), "one commit per prototype");
+
+    for id in &ids {
+        let files =
+            repo.git(&["ls-tree", "-r", "--name-only", "prototypes", &format!("sites/{id}/")]);
+        for f in ["index.html", "styles.css", "script.js", "metadata.json"] {
+            assert!(
+                files.lines().any(|l| l == format!("sites/{id}/{f}")),
+                "{id} lacks {f}: {files}"
+            );
+        }
+        let meta = repo.metadata(id);
+        assert_eq!(meta["project_id"], id.as_str());
+        assert_eq!(meta["generator"]["mode"], "template");
+        let created =
+            chrono::DateTime::parse_from_rfc3339(meta["created_at"].as_str().unwrap()).unwrap();
+        let expires =
+            chrono::DateTime::parse_from_rfc3339(meta["expires_at"].as_str().unwrap()).unwrap();
+        assert_eq!((expires - created).num_days(), 30);
+        // No personal data in the metadata.
+        let text = meta.to_string();
+        for pii in ["rosie@", "Rosie Hartley", "+44", "kenji@", "Carla Mendes"] {
+            assert!(!text.contains(pii), "{id}: metadata leaks {pii}");
+        }
+        let listed: Vec<&str> =
+            meta["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+        assert!(listed.contains(&"index.html"), "{listed:?}");
+    }
+
+    // Trailers, one commit per site.
+    let log = repo.git(&["log", "--format=%(trailers:key=Prototype-Id,valueonly)", "prototypes"]);
+    let mut logged: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    logged.sort();
+    assert_eq!(logged, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = repo.git(&["log", "-1", "--format=%B", "prototypes"]);
+    assert!(log.contains("Submission-Sha256: "), "{log}");
+    assert!(log.contains("Expires-At: "), "{log}");
+
+    // The portfolio's logo was copied, and its colours used.
+    let portfolio =
+        ids.iter().find(|i| i.starts_with("mori-light-studio-")).expect("portfolio site");
+    let files = repo.git(&[
+        "ls-tree",
+        "-r",
+        "--name-only",
+        "prototypes",
+        &format!("sites/{portfolio}/assets/images/"),
+    ]);
+    assert!(files.contains("logo.png"), "{files}");
+    assert_eq!(repo.metadata(portfolio)["site"]["palette_source"], "logo");
+
+    // The work tree and the current branch were never touched.
+    assert!(!repo.path().join("sites").exists());
+    let status = repo.git(&["status", "--porcelain", "--untracked-files=no"]);
+    assert!(status.is_empty(), "{status}");
+}
+
+#[test]
+fn the_bakery_looks_like_a_bakery() {
+    let repo = Repo::new();
+    std::fs::copy(project_dir().join("examples/01-bakery.yaml"), repo.inbox().join("bakery.yaml"))
+        .unwrap();
+    let run = repo.build().ok();
+    let id = &published_ids(&run.stdout)[0];
+    assert!(id.starts_with("rosies-loaves-"), "{id}");
+    let meta = repo.metadata(id);
+    assert_eq!(meta["site"]["kind"], "restaurant");
+    assert_eq!(meta["generator"]["layout"], "restaurant");
+    let html = repo.show(&format!("sites/{id}/index.html"));
+    for words in [
+        "Rosie&#39;s Loaves",
+        "Hackney",
+        "Tue-Sun",
+        "7am-3pm",
+        "Sourdough",
+        "Cinnamon buns",
+        "Pre-order",
+        "Visit us",
+    ] {
+        assert!(html.contains(words), "bakery page lacks {words}");
+    }
+    assert!(html.contains(r#"lang="en""#));
+    assert!(html.contains("noindex"));
+    let css = repo.show(&format!("sites/{id}/styles.css"));
+    assert!(css.contains("#7a4b2a"), "the customer's colour is used");
+}
+
+#[test]
+fn oldest_submission_is_built_first() {
+    let repo = Repo::new();
+    repo.write_inbox(
+        "a.yaml",
+        "company: Late Co\ndescription: later\nsubmitted_at: 2026-11-03T10:00:00Z\n",
+    );
+    repo.write_inbox(
+        "b.yaml",
+        "company: Early Co\ndescription: earlier\nsubmitted_at: 2026-11-01T10:00:00Z\n",
+    );
+    repo.write_inbox(
+        "c.yaml",
+        "company: Middle Co\ndescription: middle\nsubmitted_at: 2026-11-02T10:00:00+02:00\n",
+    );
+    repo.build().ok();
+    let log = repo.git(&[
+        "log",
+        "--reverse",
+        "--format=%(trailers:key=Prototype-Id,valueonly)",
+        "prototypes",
+    ]);
+    let order: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(order.len(), 3);
+    assert!(
+        order[0].starts_with("early-co-")
+            && order[1].starts_with("middle-co-")
+            && order[2].starts_with("late-co-"),
+        "{order:?}"
+    );
+}
+
+#[test]
+fn the_same_submission_twice_gives_one_site() {
+    let repo = Repo::new();
+    let text = std::fs::read_to_string(project_dir().join("examples/02-saas-short.yaml")).unwrap();
+    repo.write_inbox("first.yaml", &text);
+    repo.write_inbox("second.yaml", format!("# re-delivered\n{text}"));
+    let run = repo.build().ok();
+    assert_eq!(published_ids(&run.stdout).len(), 1, "{}", run.stdout);
+    assert_eq!(repo.sites().len(), 1);
+    assert_eq!(repo.commit_count(), 1);
+    // A second run finds nothing to do.
+    let again = repo.build().ok();
+    assert!(again.stdout.contains("Nothing pending"), "{}", again.stdout);
+    assert_eq!(repo.commit_count(), 1);
+    let status = repo.run(&["status"]).ok();
+    assert!(status.stdout.contains("0 pending, 2 done"), "{}", status.stdout);
+}
+
+#[test]
+fn a_client_id_replaces_the_site_instead_of_adding_one() {
+    let repo = Repo::new();
+    repo.write_inbox("v1.yaml", "id: form-77\ncompany: Atlas\ndescription: first version\nsubmitted_at: 2026-11-01T00:00:00Z\n");
+    repo.build().ok();
+    repo.write_inbox("v2.yaml", "id: form-77\ncompany: Atlas\ndescription: second version, with more words\nsubmitted_at: 2026-11-02T00:00:00Z\n");
+    repo.build().ok();
+    let sites = repo.sites();
+    assert_eq!(sites.len(), 1, "{sites:?}");
+    let html = repo.show(&format!("sites/{}/index.html", sites[0]));
+    assert!(html.contains("second version"), "the newer submission wins");
+    let meta = repo.metadata(&sites[0]);
+    assert_eq!(meta["previous_submissions"].as_array().unwrap().len(), 1);
+    // Neither file is pending any more, so nothing flip-flops.
+    assert!(repo.build().ok().stdout.contains("Nothing pending"));
+    assert_eq!(repo.commit_count(), 2);
+}
+
+#[test]
+fn hostile_text_comes_out_escaped_and_intact() {
+    let repo = Repo::new();
+    let mut text = std::fs::read_to_string(fixture("hostile.yaml")).unwrap();
+    // A 20 KB paragraph, with a marker at its end, to show nothing is cut.
+    let long: String =
+        "Long text with <b>tags</b> & {{ braces }}. ".repeat(470) + "END-OF-LONG-TEXT";
+    assert!(long.len() > 20_000);
+    text.push_str(&format!("voice_transcript: \"{long}\"\n"));
+    repo.write_inbox("hostile.yaml", text);
+    let run = repo.build().ok();
+    let id = &published_ids(&run.stdout)[0];
+    let html = repo.show(&format!("sites/{id}/index.html"));
+    // Escaped: no live markup from the customer.
+    for bad in
+        ["<script>alert", "<img src=x", "<iframe", "<svg onload", "</style><script>", "<b>bold</b>"]
+    {
+        assert!(!html.contains(bad), "page contains live {bad}");
+    }
+    // Intact: the words are there, as text, template syntax unevaluated.
+    for good in [
+        "&lt;script&gt;alert(&#39;company&#39;)&lt;&#x2F;script&gt;",
+        "{{ 7*7 }} Bakery",
+        "{{ config }}",
+        "{% include &quot;base.html&quot; %}",
+        "مرحبا بكم في مخبزنا",
+        "你好，欢迎光临",
+        "こんにちは",
+        "🍞🥐✨",
+        "שלום",
+    ] {
+        let alt = good.replace("&#x2F;", "/");
+        assert!(html.contains(good) || html.contains(&alt), "page lacks {good}");
+    }
+    assert!(!html.contains(">49<"), "template syntax was evaluated");
+    let css = repo.show(&format!("sites/{id}/styles.css"));
+    assert!(!css.contains("alert"), "customer text reached the CSS");
+    repo.fsck();
+}
+
+#[test]
+fn right_to_left_and_cjk_sites() {
+    let repo = Repo::new();
+    std::fs::copy(fixture("rtl-arabic.yaml"), repo.inbox().join("ar.yaml")).unwrap();
+    std::fs::copy(fixture("cjk.yaml"), repo.inbox().join("ja.yaml")).unwrap();
+    let run = repo.build().ok();
+    let ids = published_ids(&run.stdout);
+    assert_eq!(ids.len(), 2, "{}", run.stdout);
+    for id in ids {
+        let html = repo.show(&format!("sites/{id}/index.html"));
+        if html.contains(r#"lang="ar""#) {
+            assert!(html.contains(r#"dir="rtl""#), "Arabic site is not right-to-left");
+            assert!(html.contains("نحن مخبز صغير في القاهرة"));
+            assert_eq!(repo.metadata(&id)["site"]["kind"], "restaurant");
+        } else {
+            assert!(html.contains(r#"lang="ja""#), "{id}");
+            assert!(html.contains(r#"dir="ltr""#));
+            assert!(html.contains("私たちは京都の小さなパン屋です"));
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `protoforge` binary on real temporary git
+//! repos, checked with the git CLI.
+
+mod util;
+
+mod build;
+mod commands;
+mod crash;
+mod invalid;
+mod watch;

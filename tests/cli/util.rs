@@ -1,0 +1,193 @@
+//! Test helpers: a real temporary site repo, the real binary, the real git.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_protoforge");
+
+/// The project's own directory (for `examples/` and `tests/fixtures/`).
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    project_dir().join("tests/fixtures").join(rel)
+}
+
+/// A site repo in a temp dir, created with `protoforge init`.
+pub struct Repo {
+    dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// A command with a clean protoforge environment.
+pub fn command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PROTOFORGE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("PROTOFORGE_LOG", "protoforge=info");
+    cmd
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::Builder::new().prefix("pf-test-").tempdir().expect("temp dir");
+        let repo = Repo { dir };
+        repo.run(&["init", "."]).ok();
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.path().join("inbox")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(command(self.path()).args(args).output().expect("run protoforge"))
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = command(self.path());
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run protoforge"))
+    }
+
+    pub fn build(&self) -> Run {
+        self.run(&["build", "--once"])
+    }
+
+    /// Run git and return its stdout; panics on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out =
+            Command::new("git").current_dir(self.path()).args(args).output().expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("git output is UTF-8")
+    }
+
+    pub fn git_ok(&self, args: &[&str]) -> bool {
+        Command::new("git")
+            .current_dir(self.path())
+            .args(args)
+            .output()
+            .expect("run git")
+            .status
+            .success()
+    }
+
+    pub fn fsck(&self) {
+        let out = Command::new("git")
+            .current_dir(self.path())
+            .args(["fsck", "--strict", "--no-dangling"])
+            .output()
+            .expect("git fsck");
+        assert!(
+            out.status.success(),
+            "git fsck failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn write_inbox(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.inbox().join(name);
+        std::fs::write(&path, text).expect("write inbox file");
+        path
+    }
+
+    /// Copy the project's examples (and their attachments) into the inbox.
+    pub fn add_examples(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        copy_tree(&project_dir().join("examples"), &self.inbox(), &mut names);
+        names.retain(|n| n.ends_with(".yaml"));
+        names.sort();
+        names
+    }
+
+    /// Sites on the branch.
+    pub fn sites(&self) -> Vec<String> {
+        if !self.git_ok(&["rev-parse", "--verify", "--quiet", "prototypes"]) {
+            return Vec::new();
+        }
+        let out = self.git(&["ls-tree", "--name-only", "prototypes", "sites/"]);
+        out.lines().map(|l| l.trim_start_matches("sites/").to_string()).collect()
+    }
+
+    pub fn show(&self, path: &str) -> String {
+        self.git(&["show", &format!("prototypes:{path}")])
+    }
+
+    pub fn metadata(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.show(&format!("sites/{id}/metadata.json")))
+            .expect("metadata.json is JSON")
+    }
+
+    pub fn commit_count(&self) -> usize {
+        self.git(&["rev-list", "--count", "prototypes"]).trim().parse().expect("a count")
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path, names: &mut Vec<String>) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target, names);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+}
+
+/// Project ids of `published` rows in a build summary.
+pub fn published_ids(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.contains(" published "))
+        .filter_map(|l| l.split_whitespace().last().map(String::from))
+        .collect()
+}
