@@ -375,6 +375,8 @@ impl SectionKind {
                 SectionKind::Order
             } else if has(&["menu", "speisekarte", "karte", "cardapio", "carta"]) {
                 SectionKind::Menu
+            } else if has(&["ticket", "billet", "entradas", "karten", "bilhete", "biglietti"]) {
+                SectionKind::Pricing
             } else if has(&[
                 "visit",
                 "find us",
@@ -384,6 +386,10 @@ impl SectionKind {
                 "directions",
                 "map",
                 "localiza",
+                "practical",
+                "pratique",
+                "getting here",
+                "how to get",
             ]) {
                 SectionKind::Location
             } else if has(&["hours", "opening", "offnungszeiten", "sprechzeiten", "horario"]) {
@@ -419,7 +425,17 @@ impl SectionKind {
                 SectionKind::Team
             } else if has(&["book", "appointment", "termin", "reserv", "agendar", "marcar"]) {
                 SectionKind::Booking
-            } else if has(&["event", "schedule", "programm", "agenda", "lineup", "tickets"]) {
+            } else if has(&[
+                "event",
+                "schedule",
+                "programm",
+                "agenda",
+                "lineup",
+                "volunteer",
+                "get involved",
+                "workshops",
+                "mitmachen",
+            ]) {
                 SectionKind::Events
             } else if has(&["donat", "spende", "support us", "give"]) {
                 SectionKind::Donate
@@ -801,6 +817,13 @@ static PLACE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b(?:in|im|em|en|à|near|bei|nahe|around)\s+(\p{Lu}[\p{L}'’-]+(?:(?:\s+(?:de|da|do|del|la|le|von|am|upon|on)\s+|\s+)\p{Lu}[\p{L}'’-]+)*(?:\s+(?:and|und|e|y|et)\s+\p{Lu}[\p{L}'’-]+(?:(?:\s+(?:de|da|do|del|la|le)\s+|\s+)\p{Lu}[\p{L}'’-]+)*)*)")
         .expect("static regex")
 });
+/// "group walks and solo walks": two kinds of one thing.
+static SHARED_HEAD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(\p{L}+ (\p{L}{3,}))\s+(?:and|or|und|oder|e|ou|et|y|o)\s+(\p{L}+ (\p{L}{3,}))\b",
+    )
+    .expect("static regex")
+});
 static PAREN_LIST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\(([^()]{3,400})\)").expect("static regex"));
 
@@ -839,6 +862,13 @@ pub fn extract_facts(text: &str) -> Facts {
             facts.items.extend(
                 parts.iter().filter(|p| p.split_whitespace().count() <= 6).map(|p| p.to_string()),
             );
+        }
+    }
+    for c in SHARED_HEAD.captures_iter(text) {
+        let (a, b) = (c[1].to_string(), c[3].to_string());
+        // The regex crate has no back-references: compare the heads here.
+        if c[2].to_lowercase() == c[4].to_lowercase() && a.to_lowercase() != b.to_lowercase() {
+            facts.items.extend([a, b]);
         }
     }
     // A "0" amount takes the currency of its siblings.
@@ -1024,7 +1054,6 @@ fn build_sections(
             (&["pricing", "prices", "preise", "precos"], SectionKind::Pricing),
             (&["features"], SectionKind::Features),
             (&["gallery", "photos", "fotos", "images"], SectionKind::Gallery),
-            (&["team"], SectionKind::Team),
             (&["opening hours", "sprechzeiten", "offnungszeiten", "horario"], SectionKind::Hours),
             (
                 &["appointment", "termin", "book a", "booking", "marcar", "agendar"],
@@ -1080,7 +1109,18 @@ fn items_for(section: SectionKind, kind: SiteKind, facts: &Facts, images: &[Imag
                 i
             })
             .collect(),
-        SectionKind::Order | SectionKind::Services | SectionKind::Features => listed().collect(),
+        SectionKind::Order
+        | SectionKind::Services
+        | SectionKind::Features
+        | SectionKind::Events => listed().collect(),
+        SectionKind::Donate => facts
+            .prices
+            .iter()
+            .map(|p| Item {
+                price: Some(p.amount.clone()),
+                ..Item::named(if p.label.is_empty() { p.amount.clone() } else { p.label.clone() })
+            })
+            .collect(),
         SectionKind::Products => listed()
             .enumerate()
             .map(|(n, mut i)| {
@@ -1225,8 +1265,11 @@ mod tests {
         assert_eq!(f.places, ["Berlin-Charlottenburg"]);
         assert_eq!(f.items, ["Prophylaxe", "Implantate", "Kinderzahnheilkunde"]);
         assert_eq!(f.hours[0].days, "Mo-Fr");
-        let f = extract_facts("I walk dogs in Estrela and Campo de Ourique, group walks");
+        let f = extract_facts(
+            "I walk dogs in Estrela and Campo de Ourique, group walks and solo walks",
+        );
         assert_eq!(f.places, ["Estrela", "Campo de Ourique"]);
+        assert_eq!(f.items, ["group walks", "solo walks"]);
     }
 
     #[test]
