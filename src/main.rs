@@ -15,6 +15,12 @@ use protoforge::config::{self, Config};
 use protoforge::inbox::{self, InboxError};
 use protoforge::{scaffold, templates};
 
+// glibc's allocator keeps the heap grown by the builder's pattern (a slightly
+// larger `sites` tree every commit): 86 MB of RSS for 11 MB of live heap at
+// 1,000 jobs. mimalloc returns freed pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "protoforge",
