@@ -11,9 +11,10 @@
 //!   commit redone on the new tip;
 //! - an invalid file is moved to `inbox/rejected/`, never deleted.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -216,32 +217,73 @@ impl Scan {
 /// Read every inbox file, move invalid ones aside (when `reject` is set)
 /// and look each valid one up on the branch.
 pub fn scan(ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
-    let snapshot = ws.store.snapshot()?;
-    let mut out = Scan::default();
-    for path in ws.inbox.list()? {
-        match ws.inbox.load(&path) {
-            Ok(job) => {
-                let state = state_of(&snapshot, &job.parsed.project_id, &job.parsed.sha256)?;
-                out.jobs.push((job, state));
-            }
-            Err(InboxError::Invalid(e)) => {
-                let text = e.to_string();
-                let moved = if reject { ws.inbox.reject(&path, &text)? } else { path };
-                tracing::warn!(file = %moved.display(), "rejected: {text}");
-                out.rejected.push((moved, text));
-            }
-            // A file that vanished between listing and reading was taken
-            // by someone else; anything else is a real I/O problem.
-            Err(InboxError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            }
-            Err(e) => return Err(e.into()),
+    Scanner::default().scan(ws, reject)
+}
+
+/// Remembers what earlier scans learned, so that watching a large inbox
+/// does not re-read every file and re-ask the branch after every job: a
+/// file is parsed again only when its size or modification time changed,
+/// and a published submission stays published.
+#[derive(Default)]
+pub struct Scanner {
+    parsed: HashMap<PathBuf, (Option<SystemTime>, u64, Job)>,
+    published: HashMap<String, State>,
+}
+
+impl Scanner {
+    pub fn scan(&mut self, ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
+        let snapshot = ws.store.snapshot()?;
+        let mut out = Scan::default();
+        let files = ws.inbox.list()?;
+        self.parsed.retain(|path, _| files.contains(path));
+        for path in files {
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                // Taken by someone else between listing and reading.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(BuildError::Io { path, source }),
+            };
+            let (mtime, len) = (meta.modified().ok(), meta.len());
+            let job = match self.parsed.get(&path) {
+                Some((m, l, job)) if *m == mtime && *l == len => job.clone(),
+                _ => match ws.inbox.load(&path) {
+                    Ok(job) => {
+                        self.parsed.insert(path.clone(), (mtime, len, job.clone()));
+                        job
+                    }
+                    Err(InboxError::Invalid(e)) => {
+                        let text = e.to_string();
+                        let moved = if reject { ws.inbox.reject(&path, &text)? } else { path };
+                        tracing::warn!(file = %moved.display(), "rejected: {text}");
+                        out.rejected.push((moved, text));
+                        continue;
+                    }
+                    Err(InboxError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let state = match self.published.get(&job.parsed.sha256) {
+                Some(state) => state.clone(),
+                None => {
+                    let state = state_of(&snapshot, &job.parsed.project_id, &job.parsed.sha256)?;
+                    if matches!(state, State::Published { .. }) {
+                        self.published.insert(job.parsed.sha256.clone(), state.clone());
+                    }
+                    state
+                }
+            };
+            out.jobs.push((job, state));
         }
+        // Oldest first; the file name breaks ties so the order is total.
+        out.jobs.sort_by(|(a, _), (b, _)| {
+            a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
+        });
+        Ok(out)
     }
-    // Oldest first; the file name breaks ties so the order is total.
-    out.jobs.sort_by(|(a, _), (b, _)| {
-        a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
-    });
-    Ok(out)
 }
 
 /// How one job ended.
@@ -674,8 +716,9 @@ pub fn watch(
     })?;
     let rescan_every = Duration::from_secs(ws.config.builder.rescan_interval_secs);
     tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
+    let mut scanner = Scanner::default();
     while !stop() {
-        let scan = scan(ws, true)?;
+        let scan = scanner.scan(ws, true)?;
         if let Some(job) = scan.pending().next() {
             progress.job_started(job);
             let start = Instant::now();
