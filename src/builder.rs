@@ -11,7 +11,7 @@
 //!   commit redone on the new tip;
 //! - an invalid file is moved to `inbox/rejected/`, never deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -57,6 +57,10 @@ pub enum BuildError {
     Contended { tries: u32 },
     #[error("{0}")]
     Watch(String),
+    #[error(
+        "the layouts cannot render a sample site, so every job would fail; fix them (`protoforge check` lists the problems):\n{0}"
+    )]
+    Layouts(String),
 }
 
 /// An opened site repo: its config, inbox, layouts and branch.
@@ -146,19 +150,8 @@ impl Workspace {
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     Pending,
-    Published { project_id: String, expires_at: String },
+    Published { project_id: String },
     Failed(FailureRecord),
-}
-
-/// What `metadata.json` says about the submissions a site carries; the
-/// rest of the file is for people and tools.
-#[derive(Debug, Clone, Deserialize)]
-struct MetadataHashes {
-    submission_sha256: String,
-    #[serde(default)]
-    previous_submissions: Vec<String>,
-    #[serde(default)]
-    expires_at: String,
 }
 
 /// A failed job, as recorded on the branch in `failed/<sha256>.json`. No
@@ -182,19 +175,27 @@ pub fn failure_path(sha256: &str) -> String {
     format!("failed/{sha256}.json")
 }
 
-/// The state of a submission in one snapshot of the branch.
-pub fn state_of(snapshot: &Snapshot, project_id: &str, sha256: &str) -> Result<State, BuildError> {
+/// Where the branch records that a submission was built:
+/// `submissions/<2 hex>/<62 hex>`, holding the project id. Sharded, so a
+/// commit rewrites a small tree, not one that grows with every site; and
+/// kept when a site is pruned, so an expired submission is not rebuilt.
+pub fn index_path(sha256: &str) -> String {
+    let (shard, rest) = sha256.split_at(2.min(sha256.len()));
+    format!("submissions/{shard}/{rest}")
+}
+
+/// The state of a submission in one snapshot of the branch, by its hash
+/// alone: a change of salt or of the slug rules cannot make a built
+/// submission pending again.
+pub fn state_of(snapshot: &Snapshot, sha256: &str) -> Result<State, BuildError> {
     if let Some(bytes) = snapshot.read(&failure_path(sha256))?
         && let Ok(record) = serde_json::from_slice::<FailureRecord>(&bytes)
     {
         return Ok(State::Failed(record));
     }
-    if let Some(bytes) = snapshot.read(&format!("{}/metadata.json", site_dir(project_id)))?
-        && let Ok(meta) = serde_json::from_slice::<MetadataHashes>(&bytes)
-        && (meta.submission_sha256 == sha256
-            || meta.previous_submissions.iter().any(|h| h == sha256))
-    {
-        return Ok(State::Published { project_id: project_id.into(), expires_at: meta.expires_at });
+    if let Some(bytes) = snapshot.read(&index_path(sha256))? {
+        let project_id = String::from_utf8_lossy(&bytes).trim().to_string();
+        return Ok(State::Published { project_id });
     }
     Ok(State::Pending)
 }
@@ -206,6 +207,8 @@ pub struct Scan {
     pub jobs: Vec<(Job, State)>,
     /// Files that were invalid: (new path in rejected/, error text).
     pub rejected: Vec<(PathBuf, String)>,
+    /// Files left for the next scan: still being written, or unreadable.
+    pub skipped: usize,
 }
 
 impl Scan {
@@ -228,6 +231,9 @@ pub fn scan(ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
 pub struct Scanner {
     parsed: HashMap<PathBuf, (Option<SystemTime>, u64, Job)>,
     published: HashMap<String, State>,
+    /// Files modified more recently than this are left for the next scan:
+    /// a file written in place may still be half written.
+    pub min_age: Option<Duration>,
 }
 
 impl Scanner {
@@ -235,27 +241,36 @@ impl Scanner {
         let snapshot = ws.store.snapshot()?;
         let mut out = Scan::default();
         let files = ws.inbox.list()?;
-        self.parsed.retain(|path, _| files.contains(path));
-        for path in files {
-            let meta = match std::fs::metadata(&path) {
+        let present: HashSet<&PathBuf> = files.iter().collect();
+        self.parsed.retain(|path, _| present.contains(path));
+        let now = SystemTime::now();
+        for path in &files {
+            let meta = match std::fs::metadata(path) {
                 Ok(m) => m,
                 // Taken by someone else between listing and reading.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(BuildError::Io { path, source }),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "cannot read: {e}; skipped");
+                    out.skipped += 1;
+                    continue;
+                }
             };
             let (mtime, len) = (meta.modified().ok(), meta.len());
-            let job = match self.parsed.get(&path) {
+            if let (Some(min_age), Some(m)) = (self.min_age, mtime)
+                && now.duration_since(m).unwrap_or_default() < min_age
+            {
+                out.skipped += 1;
+                continue;
+            }
+            let mut job = match self.parsed.get(path) {
                 Some((m, l, job)) if *m == mtime && *l == len => job.clone(),
-                _ => match ws.inbox.load(&path) {
+                _ => match ws.inbox.load_unchecked(path) {
                     Ok(job) => {
                         self.parsed.insert(path.clone(), (mtime, len, job.clone()));
                         job
                     }
                     Err(InboxError::Invalid(e)) => {
-                        let text = e.to_string();
-                        let moved = if reject { ws.inbox.reject(&path, &text)? } else { path };
-                        tracing::warn!(file = %moved.display(), "rejected: {text}");
-                        out.rejected.push((moved, text));
+                        out.rejected.push(reject_file(ws, path, &e.to_string(), reject)?);
                         continue;
                     }
                     Err(InboxError::Io { source, .. })
@@ -263,19 +278,36 @@ impl Scanner {
                     {
                         continue;
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), "{e}; skipped");
+                        out.skipped += 1;
+                        continue;
+                    }
                 },
             };
             let state = match self.published.get(&job.parsed.sha256) {
                 Some(state) => state.clone(),
                 None => {
-                    let state = state_of(&snapshot, &job.parsed.project_id, &job.parsed.sha256)?;
+                    let state = state_of(&snapshot, &job.parsed.sha256)?;
                     if matches!(state, State::Published { .. }) {
                         self.published.insert(job.parsed.sha256.clone(), state.clone());
                     }
                     state
                 }
             };
+            // Attachments matter only for what is still to be built: a
+            // published submission whose file went away stays published.
+            if state == State::Pending {
+                match ws.inbox.attachments(&job) {
+                    Ok(found) => job.attachments = found,
+                    Err(InboxError::Invalid(e)) => {
+                        self.parsed.remove(path);
+                        out.rejected.push(reject_file(ws, path, &e.to_string(), reject)?);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             out.jobs.push((job, state));
         }
         // Oldest first; the file name breaks ties so the order is total.
@@ -284,6 +316,19 @@ impl Scanner {
         });
         Ok(out)
     }
+}
+
+fn reject_file(
+    ws: &Workspace,
+    path: &Path,
+    error: &str,
+    reject: bool,
+) -> Result<(PathBuf, String), BuildError> {
+    let moved = if reject { ws.inbox.reject(path, error)? } else { path.to_path_buf() };
+    if reject {
+        tracing::warn!(file = %moved.display(), "rejected: {error}");
+    }
+    Ok((moved, error.to_string()))
 }
 
 /// How one job ended.
@@ -295,13 +340,25 @@ pub enum JobOutcome {
         files: usize,
         bytes: u64,
     },
+    /// A newer version with the same client id is already published; this
+    /// older one is recorded as built without replacing it.
+    Superseded {
+        project_id: String,
+    },
     /// Someone else published or failed it while we worked.
     AlreadyDone {
         project_id: String,
     },
+    /// The job cannot be built: a failure record is on the branch.
     Failed {
         project_id: String,
         stage: String,
+        reason: String,
+    },
+    /// Publishing kept failing for a reason that may pass (a held lock, a
+    /// busy disk); nothing was recorded and the job stays pending.
+    Deferred {
+        project_id: String,
         reason: String,
     },
 }
@@ -321,13 +378,6 @@ pub struct SiteBuild {
     pub kind: &'static str,
     pub expires_at: DateTime<Utc>,
     pub warnings: Vec<String>,
-}
-
-/// Why a job failed, and whether trying again may help.
-struct JobFailure {
-    stage: &'static str,
-    reason: String,
-    transient: bool,
 }
 
 /// Analyze, render and finalize a job into the files of its site.
@@ -381,6 +431,7 @@ pub fn generate(
         project_id: &job.parsed.project_id,
         submission_sha256: &job.parsed.sha256,
         previous_submissions: Vec::new(),
+        submitted_at: rfc3339(job.submitted_at),
         created_at: rfc3339(now),
         expires_at: rfc3339(expires_at),
         generator: Generator {
@@ -422,6 +473,7 @@ struct Metadata<'a> {
     project_id: &'a str,
     submission_sha256: &'a str,
     previous_submissions: Vec<String>,
+    submitted_at: String,
     created_at: String,
     expires_at: String,
     generator: Generator<'a>,
@@ -460,29 +512,35 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Carry the hashes of the submissions an existing site was built from, so
-/// that an older file with the same client id is not rebuilt again.
-fn previous_hashes(
-    snapshot: &Snapshot,
-    project_id: &str,
-    sha256: &str,
-) -> Result<Vec<String>, BuildError> {
-    let Some(bytes) = snapshot.read(&format!("{}/metadata.json", site_dir(project_id)))? else {
-        return Ok(Vec::new());
-    };
-    let Ok(meta) = serde_json::from_slice::<MetadataHashes>(&bytes) else { return Ok(Vec::new()) };
-    let mut hashes = meta.previous_submissions;
-    hashes.push(meta.submission_sha256);
-    hashes.retain(|h| h != sha256 && is_sha256(h));
-    hashes.sort();
-    hashes.dedup();
-    Ok(hashes)
+/// What a site's `metadata.json` says about the submissions it carries.
+#[derive(Debug, Clone, Deserialize)]
+struct SiteSubmissions {
+    submission_sha256: String,
+    #[serde(default)]
+    previous_submissions: Vec<String>,
+    #[serde(default)]
+    submitted_at: Option<DateTime<Utc>>,
 }
 
-fn with_previous(files: &mut [(String, Vec<u8>)], previous: &[String]) {
-    if previous.is_empty() {
-        return;
-    }
+fn site_submissions(
+    snapshot: &Snapshot,
+    project_id: &str,
+) -> Result<Option<SiteSubmissions>, BuildError> {
+    let Some(bytes) = snapshot.read(&format!("{}/metadata.json", site_dir(project_id)))? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+/// Record in the new `metadata.json` the hashes of the earlier versions the
+/// site was built from (same client id), for the audit trail.
+fn with_previous(files: &mut [(String, Vec<u8>)], site: Option<&SiteSubmissions>, sha256: &str) {
+    let Some(site) = site else { return };
+    let mut previous = site.previous_submissions.clone();
+    previous.push(site.submission_sha256.clone());
+    previous.retain(|h| h != sha256 && is_sha256(h));
+    previous.sort();
+    previous.dedup();
     if let Some((_, bytes)) = files.iter_mut().find(|(p, _)| p == "metadata.json")
         && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes)
     {
@@ -491,19 +549,29 @@ fn with_previous(files: &mut [(String, Vec<u8>)], previous: &[String]) {
     }
 }
 
+/// With a client id, the site that id already has, even if the slug would
+/// now come out differently (the company was renamed): one id, one site.
+fn existing_site_for(snapshot: &Snapshot, project_id: &str) -> Result<Option<String>, BuildError> {
+    let suffix = &project_id[project_id.len().saturating_sub(9)..];
+    Ok(snapshot
+        .list_dir("sites")?
+        .into_iter()
+        .find(|name| name.ends_with(suffix) && name != project_id))
+}
+
 const MAX_CAS_TRIES: u32 = 20;
 
 /// Commit with compare-and-swap, re-checking the job on every new tip.
-/// `edits` builds the edits for a snapshot; `None` means the job is done.
+/// `edits` gives the message and the edits for a snapshot; `None` means
+/// there is nothing (left) to do.
 fn commit_job(
     ws: &Workspace,
-    message: &str,
-    mut edits: impl FnMut(&Snapshot) -> Result<Option<Vec<TreeEdit>>, BuildError>,
+    mut edits: impl FnMut(&Snapshot) -> Result<Option<(String, Vec<TreeEdit>)>, BuildError>,
 ) -> Result<Option<String>, BuildError> {
     for _ in 0..MAX_CAS_TRIES {
         let snapshot = ws.store.snapshot()?;
-        let Some(edits) = edits(&snapshot)? else { return Ok(None) };
-        match ws.store.commit(snapshot.commit_id(), message, &edits) {
+        let Some((message, edits)) = edits(&snapshot)? else { return Ok(None) };
+        match ws.store.commit(snapshot.commit_id(), &message, &edits) {
             Ok(id) => return Ok(Some(id.to_string())),
             Err(PublishError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -512,38 +580,80 @@ fn commit_job(
     Err(BuildError::Contended { tries: MAX_CAS_TRIES })
 }
 
-/// Build and publish one job; a failure is recorded on the branch.
+/// The text of a panic, for a failure record.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Build and publish one job. A job that cannot be built gets a failure
+/// record on the branch; one whose publishing keeps failing for a reason
+/// that may pass is left pending ([`JobOutcome::Deferred`]).
 pub fn process(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
+    let mut job = job.clone();
+    if job.submission().id.is_some()
+        && let Some(existing) = existing_site_for(&ws.store.snapshot()?, &job.parsed.project_id)?
+    {
+        job.parsed.project_id = existing;
+    }
     let pid = job.parsed.project_id.clone();
     let sha = job.parsed.sha256.clone();
+    // A panic on some input must cost that job, not the builder and the
+    // queue behind it.
+    let generated =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(ws, &job, Utc::now())))
+            .unwrap_or_else(|payload| {
+                Err((
+                    format!(
+                        "internal error: {}; please report it",
+                        panic_message(payload.as_ref())
+                    ),
+                    "generate",
+                    false,
+                ))
+            });
+    let build = match generated {
+        Ok(build) => build,
+        Err((reason, stage, _)) => return record_failure(ws, &job, stage, &reason, 1),
+    };
+    let bytes: u64 = build.files.iter().map(|(_, b)| b.len() as u64).sum();
+    let file_count = build.files.len();
+    let index =
+        TreeEdit::PutFile { path: index_path(&sha), bytes: format!("{pid}\n").into_bytes() };
+    let mut superseded = false;
     let max = ws.config.builder.max_attempts;
-    let mut attempts = 0;
-    let failure = loop {
-        attempts += 1;
-        let now = Utc::now();
-        let build = match generate(ws, job, now) {
-            Ok(b) => b,
-            Err((reason, stage, transient)) => {
-                let f = JobFailure { stage, reason, transient };
-                if f.transient && attempts < max {
-                    backoff(ws, attempts);
-                    continue;
-                }
-                break f;
-            }
-        };
-        let bytes: u64 = build.files.iter().map(|(_, b)| b.len() as u64).sum();
-        let message = site_message(&pid, &sha, &build, bytes);
-        let file_count = build.files.len();
-        let result = commit_job(ws, &message, |snapshot| {
-            if state_of(snapshot, &pid, &sha)? != State::Pending {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = commit_job(ws, |snapshot| {
+            superseded = false;
+            if state_of(snapshot, &sha)? != State::Pending {
                 return Ok(None);
             }
+            let site = site_submissions(snapshot, &pid)?;
+            if let Some(newer) =
+                site.as_ref().and_then(|s| s.submitted_at).filter(|at| *at > job.submitted_at)
+            {
+                superseded = true;
+                let message = format!(
+                    "Record superseded submission of {pid}\n\nThe site was built from a newer version ({}).\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\n",
+                    rfc3339(newer)
+                );
+                return Ok(Some((message, vec![index.clone()])));
+            }
             let mut files = build.files.clone();
-            with_previous(&mut files, &previous_hashes(snapshot, &pid, &sha)?);
-            Ok(Some(vec![TreeEdit::PutDir { path: site_dir(&pid), files }]))
+            with_previous(&mut files, site.as_ref(), &sha);
+            let message = site_message(&pid, &sha, &build, bytes);
+            Ok(Some((
+                message,
+                vec![TreeEdit::PutDir { path: site_dir(&pid), files }, index.clone()],
+            )))
         });
         match result {
+            Ok(Some(_)) if superseded => return Ok(JobOutcome::Superseded { project_id: pid }),
             Ok(Some(commit)) => {
                 return Ok(JobOutcome::Published {
                     project_id: pid,
@@ -553,16 +663,16 @@ pub fn process(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
                 });
             }
             Ok(None) => return Ok(JobOutcome::AlreadyDone { project_id: pid }),
-            Err(e) if attempts < max => {
-                tracing::warn!(project_id = %pid, attempt = attempts, "publish failed, retrying: {e}");
-                backoff(ws, attempts);
+            Err(e) if attempt < max => {
+                tracing::warn!(project_id = %pid, attempt, "publish failed, retrying: {e}");
+                backoff(ws, attempt);
             }
             Err(e) => {
-                break JobFailure { stage: "publish", reason: e.to_string(), transient: true };
+                tracing::error!(project_id = %pid, "publish failed {attempt} times, leaving the job pending: {e}");
+                return Ok(JobOutcome::Deferred { project_id: pid, reason: e.to_string() });
             }
         }
-    };
-    record_failure(ws, job, &failure, attempts)
+    }
 }
 
 fn backoff(ws: &Workspace, attempt: u32) {
@@ -573,7 +683,8 @@ fn backoff(ws: &Workspace, attempt: u32) {
 fn record_failure(
     ws: &Workspace,
     job: &Job,
-    f: &JobFailure,
+    stage: &str,
+    reason: &str,
     attempts: u32,
 ) -> Result<JobOutcome, BuildError> {
     let pid = &job.parsed.project_id;
@@ -583,27 +694,32 @@ fn record_failure(
         project_id: pid.clone(),
         submission_sha256: sha.clone(),
         failed_at: rfc3339(Utc::now()),
-        stage: f.stage.into(),
+        stage: stage.into(),
         attempts,
-        reason: f.reason.clone(),
+        reason: reason.into(),
     };
     let bytes = serde_json::to_vec_pretty(&record).expect("a failure record serializes");
     let message = format!(
-        "Record failed prototype {pid}\n\nStage {}, after {attempts} attempt(s): {}\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\n",
-        f.stage,
-        first_line(&f.reason)
+        "Record failed prototype {pid}\n\nStage {stage}, after {attempts} attempt(s): {}\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\n",
+        first_line(reason)
     );
-    tracing::error!(project_id = %pid, stage = f.stage, "job failed: {}", f.reason);
-    commit_job(ws, &message, |snapshot| {
-        if state_of(snapshot, pid, sha)? != State::Pending {
+    tracing::error!(project_id = %pid, stage, "job failed: {reason}");
+    let committed = commit_job(ws, |snapshot| {
+        if state_of(snapshot, sha)? != State::Pending {
             return Ok(None);
         }
-        Ok(Some(vec![TreeEdit::PutFile { path: failure_path(sha), bytes: bytes.clone() }]))
+        Ok(Some((
+            message.clone(),
+            vec![TreeEdit::PutFile { path: failure_path(sha), bytes: bytes.clone() }],
+        )))
     })?;
-    Ok(JobOutcome::Failed {
-        project_id: pid.clone(),
-        stage: f.stage.into(),
-        reason: f.reason.clone(),
+    Ok(match committed {
+        Some(_) => JobOutcome::Failed {
+            project_id: pid.clone(),
+            stage: stage.into(),
+            reason: reason.into(),
+        },
+        None => JobOutcome::AlreadyDone { project_id: pid.clone() },
     })
 }
 
@@ -654,10 +770,9 @@ pub fn retry(ws: &Workspace, id: &str) -> Result<Vec<String>, BuildError> {
             .map(|(s, p)| format!("Prototype-Id: {p}\nSubmission-Sha256: {s}\n"))
             .collect::<String>()
     );
-    commit_job(ws, &message, |_| {
-        Ok(Some(
-            matches.iter().map(|(sha, _)| TreeEdit::Remove { path: failure_path(sha) }).collect(),
-        ))
+    commit_job(ws, |_| {
+        let edits = matches.iter().map(|(sha, _)| TreeEdit::Remove { path: failure_path(sha) });
+        Ok(Some((message.clone(), edits.collect())))
     })?;
     Ok(ids)
 }
@@ -671,12 +786,29 @@ pub trait Progress {
     fn finish(&mut self);
 }
 
+/// Checks before any job: a layout set that cannot render the sample site
+/// would fail every job and fill the branch with failure records, so the
+/// builder refuses to start instead.
+pub fn preflight(ws: &Workspace) -> Result<(), BuildError> {
+    let problems = ws.layouts.check(&stages::sample_analysis(&ws.layouts));
+    if !problems.is_empty() {
+        return Err(BuildError::Layouts(problems.join("\n")));
+    }
+    if ws.config.project_id_salt.is_empty() {
+        tracing::warn!(
+            "project_id_salt is empty: the project id of a submission with a client id can be guessed from that id; set a random salt in protoforge.yaml"
+        );
+    }
+    Ok(())
+}
+
 /// Process every pending job of one scan, oldest first.
 pub fn run_once(
     ws: &Workspace,
     progress: &mut dyn Progress,
 ) -> Result<(Scan, Vec<JobReport>), BuildError> {
     let _lock = ws.lock()?;
+    preflight(ws)?;
     let scan = scan(ws, true)?;
     let pending: Vec<&Job> = scan.pending().collect();
     progress.start(pending.len());
@@ -695,7 +827,10 @@ pub fn run_once(
 
 /// Watch the inbox and build whatever becomes pending, one job at a time,
 /// until `stop` returns true. Events are debounced; a full rescan runs every
-/// `builder.rescan_interval_secs` whatever the events say.
+/// `builder.rescan_interval_secs` whatever the events say. An error in one
+/// round (a file that can't be read, a branch that can't be written) is
+/// logged and the round is tried again after the rescan interval; only a
+/// watcher that can't run ends the loop.
 pub fn watch(
     ws: &Workspace,
     progress: &mut dyn Progress,
@@ -705,6 +840,7 @@ pub fn watch(
     use notify_debouncer_full::new_debouncer;
 
     let _lock = ws.lock()?;
+    preflight(ws)?;
     std::fs::create_dir_all(ws.inbox.dir())
         .map_err(|source| BuildError::Io { path: ws.inbox.dir().into(), source })?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -716,23 +852,46 @@ pub fn watch(
     })?;
     let rescan_every = Duration::from_secs(ws.config.builder.rescan_interval_secs);
     tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
-    let mut scanner = Scanner::default();
+    let mut scanner = Scanner { min_age: Some(debounce), ..Scanner::default() };
     while !stop() {
-        let scan = scanner.scan(ws, true)?;
-        if let Some(job) = scan.pending().next() {
-            progress.job_started(job);
-            let start = Instant::now();
-            let outcome = process(ws, job)?;
-            progress.job_done(&JobReport {
-                file: job.file_name(),
-                outcome,
-                duration: start.elapsed(),
-            });
-            // Rescan at once: an older submission may have arrived meanwhile.
-            continue;
+        let mut wait = rescan_every;
+        match scanner.scan(ws, true) {
+            Ok(scan) => {
+                if let Some(job) = scan.pending().next() {
+                    progress.job_started(job);
+                    let start = Instant::now();
+                    match process(ws, job) {
+                        Ok(outcome) => {
+                            let deferred = matches!(outcome, JobOutcome::Deferred { .. });
+                            let report = JobReport {
+                                file: job.file_name(),
+                                outcome,
+                                duration: start.elapsed(),
+                            };
+                            progress.job_done(&report);
+                            if !deferred {
+                                // Rescan at once: an older submission may have arrived meanwhile.
+                                continue;
+                            }
+                        }
+                        Err(e) => tracing::error!(
+                            "job {}: {e}; trying again in {}s",
+                            job.file_name(),
+                            rescan_every.as_secs()
+                        ),
+                    }
+                } else if scan.skipped > 0 {
+                    // A file still being written: look again soon.
+                    wait = debounce.max(Duration::from_millis(50));
+                }
+            }
+            Err(e) => tracing::error!(
+                "scanning the inbox: {e}; trying again in {}s",
+                rescan_every.as_secs()
+            ),
         }
-        // Idle: wake on an event, on the rescan timer, or to check `stop`.
-        let deadline = Instant::now() + rescan_every;
+        // Idle: wake on an event, on the timer, or to check `stop`.
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || stop() {
@@ -767,9 +926,7 @@ pub fn watch(
 pub fn describe(state: &State) -> (&'static str, String) {
     match state {
         State::Pending => ("pending", String::new()),
-        State::Published { project_id, expires_at } => {
-            ("done", format!("{project_id} (expires {expires_at})"))
-        }
+        State::Published { project_id } => ("done", project_id.clone()),
         State::Failed(r) => {
             ("failed", format!("{} at {}: {}", r.project_id, r.stage, first_line(&r.reason)))
         }
@@ -808,15 +965,17 @@ pub fn export(ws: &Workspace, out: &Path, ids: &[String]) -> Result<Vec<PathBuf>
 
 /// Whether the outcome counts as a failure for the exit code.
 pub fn is_failure(outcome: &JobOutcome) -> bool {
-    matches!(outcome, JobOutcome::Failed { .. })
+    matches!(outcome, JobOutcome::Failed { .. } | JobOutcome::Deferred { .. })
 }
 
 impl JobOutcome {
     pub fn project_id(&self) -> &str {
         match self {
             JobOutcome::Published { project_id, .. }
+            | JobOutcome::Superseded { project_id }
             | JobOutcome::AlreadyDone { project_id }
-            | JobOutcome::Failed { project_id, .. } => project_id,
+            | JobOutcome::Failed { project_id, .. }
+            | JobOutcome::Deferred { project_id, .. } => project_id,
         }
     }
 }

@@ -148,8 +148,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, line: u64, column: u64, message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
-    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<Problem>),
+    #[error("{}", .problems.iter().map(|p| format!("{}: {p}", .path.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 /// One invalid value, by its dotted key.
@@ -192,7 +192,9 @@ impl Config {
                 .map_err(|e| parse_error(path, &e, &Config::known_keys()))?
         };
         let config = config.with_env(vars)?;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|problems| ConfigError::Invalid { path: path.into(), problems })?;
         Ok(config)
     }
 
@@ -240,7 +242,7 @@ impl Config {
     }
 
     /// Check every value; all problems are reported at once.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, message: String| {
             problems.push(Problem { key: key.into(), message });
@@ -260,7 +262,8 @@ impl Config {
             ("prompts_dir", &self.prompts_dir),
         ] {
             if let Err(why) = validate_repo_relative(dir) {
-                bad(key, format!("{why}; use a path inside the repo such as `{key}`"));
+                let default = key.trim_end_matches("_dir");
+                bad(key, format!("{why}; use a path inside the repo such as `{default}`"));
             }
         }
         for (key, who) in [("author", &self.author), ("committer", &self.committer)] {
@@ -280,6 +283,9 @@ impl Config {
         if self.builder.max_attempts == 0 || self.builder.max_attempts > 20 {
             bad("builder.max_attempts", "use 1 to 20".into());
         }
+        if self.builder.retry_backoff_ms > 60_000 {
+            bad("builder.retry_backoff_ms", "use at most 60000 (one minute)".into());
+        }
         if self.builder.rescan_interval_secs == 0 {
             bad("builder.rescan_interval_secs", "must be at least 1".into());
         }
@@ -289,7 +295,7 @@ impl Config {
         if let Err(why) = crate::submission::validate_language(&self.generator.default_language) {
             bad("generator.default_language", why);
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
     /// The effective config as YAML, for `protoforge config`.
@@ -369,17 +375,43 @@ pub fn yaml_message(err: &serde_saphyr::Error, known: &[String]) -> String {
     }
     let text = err.to_string();
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
+    // The position is already in front of our message.
+    let first = match first.rfind(" at line ") {
+        Some(i) if first[i..].contains(", column ") => &first[..i],
+        _ => first,
+    };
     let first = first.strip_prefix("error: ").unwrap_or(first);
     // The position is already in front of our message.
     let first = match first.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
         Some((pos, rest)) if pos.contains(" column ") => rest,
         _ => first,
     };
+    let lower = first.to_ascii_lowercase();
     // Tabs are the classic YAML mistake; say so plainly.
-    if first.to_ascii_lowercase().contains("tab") {
+    if lower.contains("tabs disallowed") || lower.contains("tab character") {
         return format!("{first} (YAML indentation must use spaces, not tabs)");
     }
-    first.to_string()
+    let hint = if lower.contains("expected sequence") {
+        " — this key takes a list, like [home, menu] or one `- item` per line"
+    } else if lower.contains("expected mapping") || lower.contains("expected struct") {
+        " — this key takes keys and values, indented below it"
+    } else if lower.contains("multiple yaml documents") {
+        " — the file holds more than one YAML document (a `---` line); keep one per file"
+    } else if lower.contains("budget") {
+        " — the file is too large or too deeply nested (anchors and aliases?); simplify it"
+    } else if lower.contains("duplicate") {
+        " — each key may appear once; remove the repeated one"
+    } else {
+        ""
+    };
+    let first = if lower.contains("multiple yaml documents") {
+        "multiple YAML documents"
+    } else if lower.contains("budget breached") {
+        "the YAML is over the parser's size limits"
+    } else {
+        first
+    };
+    format!("{first}{hint}")
 }
 
 /// The closest candidate to `word`, if any is close enough to be a typo.

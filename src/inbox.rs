@@ -125,37 +125,54 @@ impl Inbox {
 
     /// Read, parse and check one submission file, attachments included.
     pub fn load(&self, path: &Path) -> Result<Job, InboxError> {
+        let mut job = self.load_unchecked(path)?;
+        job.attachments = self.attachments(&job)?;
+        Ok(job)
+    }
+
+    /// Read and parse one submission file, without looking at its
+    /// attachments (the builder checks those only for pending jobs, so a
+    /// published submission is never rejected because a file went away).
+    pub fn load_unchecked(&self, path: &Path) -> Result<Job, InboxError> {
         let meta = fs::metadata(path).map_err(io(path))?;
         let label = self.label(path);
-        if meta.len() > self.limits.max_submission_bytes {
-            let message = format!(
-                "the file is {} bytes; the limit is {} (limits.max_submission_bytes) — move long texts into a document attachment",
-                meta.len(),
-                self.limits.max_submission_bytes
-            );
-            return Err(SubmissionError::single(&label, 1, 1, "", message).into());
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let mut bytes =
+            Vec::with_capacity(meta.len().min(self.limits.max_submission_bytes) as usize);
         File::open(path)
             .and_then(|f| f.take(self.limits.max_submission_bytes + 1).read_to_end(&mut bytes))
             .map_err(io(path))?;
-        let text = decode_utf8(&bytes, &label)?;
-        let parsed = Submission::parse(text, &label, &self.salt)?;
-        let attachments = self.check_attachments(&parsed.submission, &label)?;
+        let parsed = self.parse_bytes(&bytes, &label)?;
         let submitted_at = parsed
             .submission
             .submitted_at
             .or_else(|| meta.modified().ok().map(DateTime::<Utc>::from))
             .unwrap_or_else(Utc::now);
-        Ok(Job { path: path.to_path_buf(), parsed, submitted_at, attachments })
+        Ok(Job { path: path.to_path_buf(), parsed, submitted_at, attachments: Vec::new() })
     }
 
-    /// Validate submission text as if it were in the inbox (for `submit`
-    /// and `check`), labelling errors with `label`.
-    pub fn validate_text(&self, text: &str, label: &Path) -> Result<Parsed, InboxError> {
-        let parsed = Submission::parse(text, label, &self.salt)?;
+    /// Check a job's attachments on disk.
+    pub fn attachments(&self, job: &Job) -> Result<Vec<LocalAttachment>, InboxError> {
+        self.check_attachments(&job.parsed.submission, &self.label(&job.path))
+    }
+
+    /// Validate a submission as if it were in the inbox (for `submit`),
+    /// labelling errors with `label`: size, encoding, fields, attachments.
+    pub fn validate_bytes(&self, bytes: &[u8], label: &Path) -> Result<Parsed, InboxError> {
+        let parsed = self.parse_bytes(bytes, label)?;
         self.check_attachments(&parsed.submission, label)?;
         Ok(parsed)
+    }
+
+    fn parse_bytes(&self, bytes: &[u8], label: &Path) -> Result<Parsed, InboxError> {
+        if bytes.len() as u64 > self.limits.max_submission_bytes {
+            let message = format!(
+                "the file is over the limit of {} bytes (limits.max_submission_bytes) — move long texts into a document attachment",
+                self.limits.max_submission_bytes
+            );
+            return Err(SubmissionError::single(label, 1, 1, "", message).into());
+        }
+        let text = decode_utf8(bytes, label)?;
+        Ok(Submission::parse(text, label, &self.salt)?)
     }
 
     fn check_attachments(
@@ -166,7 +183,10 @@ impl Inbox {
         let mut problems = Vec::new();
         let mut out = Vec::new();
         if s.attachments.len() > self.limits.max_attachments {
+            let at = &s.attachments[self.limits.max_attachments];
             problems.push(problem(
+                at.line,
+                at.column,
                 "attachments",
                 format!(
                     "has {} attachments; the limit is {} (limits.max_attachments)",
@@ -179,6 +199,8 @@ impl Inbox {
         for (i, a) in s.attachments.iter().enumerate() {
             match resolve_attachment(&root, &self.dir.join(&a.path)) {
                 Ok((_, size)) if size > self.limits.max_attachment_bytes => problems.push(problem(
+                    a.line,
+                    a.column,
                     &format!("attachments[{i}].path"),
                     format!(
                         "`{}` is {size} bytes; the limit is {} (limits.max_attachment_bytes)",
@@ -187,6 +209,8 @@ impl Inbox {
                 )),
                 Ok((file, size)) => out.push(LocalAttachment { attachment: a.clone(), file, size }),
                 Err(why) => problems.push(problem(
+                    a.line,
+                    a.column,
                     &format!("attachments[{i}].path"),
                     format!("`{}` {why}", a.path),
                 )),
@@ -274,8 +298,8 @@ impl Inbox {
     }
 }
 
-fn problem(key: &str, message: String) -> crate::submission::Problem {
-    crate::submission::Problem { line: 1, column: 1, key: key.into(), message }
+fn problem(line: u64, column: u64, key: &str, message: String) -> crate::submission::Problem {
+    crate::submission::Problem { line, column, key: key.into(), message }
 }
 
 /// `x.yaml` → `x.yaml.error.txt`.
@@ -411,13 +435,14 @@ mod tests {
         .unwrap();
         let ok =
             "description: x\nattachments:\n  - path: attachments/brief.txt\n    kind: document\n";
-        let job = inbox.validate_text(ok, Path::new("t.yaml")).unwrap();
+        let job = inbox.validate_bytes(ok.as_bytes(), Path::new("t.yaml")).unwrap();
         assert_eq!(job.submission.attachments.len(), 1);
         let missing = ok.replace("brief.txt", "nope.txt");
-        let e = inbox.validate_text(&missing, Path::new("t.yaml")).unwrap_err().to_string();
+        let e =
+            inbox.validate_bytes(missing.as_bytes(), Path::new("t.yaml")).unwrap_err().to_string();
         assert!(e.contains("`attachments/nope.txt` does not exist"), "{e}");
         let link = ok.replace("brief.txt", "link.txt");
-        let e = inbox.validate_text(&link, Path::new("t.yaml")).unwrap_err().to_string();
+        let e = inbox.validate_bytes(link.as_bytes(), Path::new("t.yaml")).unwrap_err().to_string();
         assert!(e.contains("leads out of inbox/attachments/"), "{e}");
     }
 

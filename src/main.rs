@@ -75,9 +75,9 @@ enum Command {
     },
     /// Write sites from the branch into a directory, to open in a browser.
     Export {
-        /// Output directory.
-        #[arg(long, short, default_value = "preview")]
-        out: PathBuf,
+        /// Output directory (default: <repo>/preview).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
         /// Project ids (default: every site).
         ids: Vec<String>,
     },
@@ -156,16 +156,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check => check(&repo, cli.config.as_deref()),
         Command::Submit { file } => {
             let ws = open()?;
-            let (text, label) = if file == Path::new("-") {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
-                (text, PathBuf::from("<stdin>"))
+            let (bytes, label) = if file == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes).context("cannot read standard input")?;
+                (bytes, PathBuf::from("<stdin>"))
             } else {
-                let text = std::fs::read_to_string(&file)
+                let bytes = std::fs::read(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
-                (text, file.clone())
+                (bytes, file.clone())
             };
-            let parsed = match ws.inbox.validate_text(&text, &label) {
+            let parsed = match ws.inbox.validate_bytes(&bytes, &label) {
                 Ok(p) => p,
                 Err(InboxError::Invalid(e)) => {
                     eprintln!("{e}");
@@ -174,7 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             let name = inbox::file_name_for(&parsed, chrono::Utc::now());
-            let path = ws.inbox.write(&name, text.as_bytes())?;
+            let path = ws.inbox.write(&name, &bytes)?;
             eprintln!("wrote {}", path.display());
             println!("{}", parsed.project_id);
             Ok(ExitCode::SUCCESS)
@@ -208,6 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export { out, ids } => {
             let ws = open()?;
+            let out = out.unwrap_or_else(|| ws.root.join("preview"));
             for dir in builder::export(&ws, &out, &ids)? {
                 println!("{}", dir.join("index.html").display());
             }
@@ -239,12 +240,19 @@ fn print_summary(scan: &builder::Scan, reports: &[JobReport]) {
     for r in reports {
         let (result, detail) = match &r.outcome {
             JobOutcome::Published { project_id, .. } => ("published", project_id.clone()),
+            JobOutcome::Superseded { project_id } => {
+                ("superseded", format!("{project_id} (a newer version is published)"))
+            }
             JobOutcome::AlreadyDone { project_id } => {
-                ("skipped", format!("{project_id} (done by another builder)"))
+                ("skipped", format!("{project_id} (already built)"))
             }
             JobOutcome::Failed { project_id, stage, reason } => (
                 "FAILED",
                 format!("{project_id}: {stage}: {}", reason.lines().next().unwrap_or("")),
+            ),
+            JobOutcome::Deferred { project_id, reason } => (
+                "DEFERRED",
+                format!("{project_id}: {} (still pending)", reason.lines().next().unwrap_or("")),
             ),
         };
         println!(
@@ -431,9 +439,15 @@ impl Progress for LogProgress {
             JobOutcome::Published { project_id, commit, files, bytes } => {
                 tracing::info!(%project_id, commit = %&commit[..12.min(commit.len())], files, bytes, ms, "published")
             }
+            JobOutcome::Superseded { project_id } => {
+                tracing::info!(%project_id, "superseded by a newer version")
+            }
             JobOutcome::AlreadyDone { project_id } => tracing::info!(%project_id, "already done"),
             JobOutcome::Failed { project_id, stage, reason } => {
                 tracing::error!(%project_id, stage, ms, "failed: {reason}")
+            }
+            JobOutcome::Deferred { project_id, reason } => {
+                tracing::warn!(%project_id, "deferred, still pending: {reason}")
             }
         }
     }

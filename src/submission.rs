@@ -75,6 +75,11 @@ pub struct Attachment {
     pub path: String,
     pub kind: AttachmentKind,
     pub description: Option<String>,
+    /// Where `path` is in the file, for messages; not part of the hash.
+    #[serde(skip)]
+    pub line: u64,
+    #[serde(skip)]
+    pub column: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -390,6 +395,8 @@ impl Validator {
             match check_attachment_path(&a.value.path.value) {
                 Ok(path) => attachments.push(Attachment {
                     path,
+                    line: a.value.path.referenced.line(),
+                    column: a.value.path.referenced.column(),
                     kind: a.value.kind,
                     description: self.text(
                         a.value.description,
@@ -666,6 +673,18 @@ mod tests {
         let e = err("description: hi\ncontact:\n\tname: x\n");
         assert!(e.contains("inbox/x.yaml:3:"), "{e}");
         assert!(e.to_lowercase().contains("tab"), "{e}");
+    }
+
+    #[test]
+    fn yaml_errors_get_hints_not_noise() {
+        let e = err("description: hi\npages: menu\n");
+        assert!(e.contains("inbox/x.yaml:2:8: "), "{e}");
+        assert!(e.contains("takes a list"), "{e}");
+        assert!(!e.contains("at line"), "position repeated: {e}");
+        let e = err("description: hi\ndescription: again\n");
+        assert!(!e.contains("tabs"), "{e}");
+        let e = err("description: hi\n---\ndescription: x\n");
+        assert!(e.contains("more than one YAML document"), "{e}");
     }
 
     #[test]

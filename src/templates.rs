@@ -263,11 +263,18 @@ impl Layouts {
         let context = Context::from_serialize(&value).map_err(|e| tera_error("(context)", &e))?;
         let page = format!("{layout}.html");
         let index_html = self.tera.render(&page, &context).map_err(|e| tera_error(&page, &e))?;
+        // CSS is rendered without escaping, so it sees only the palette
+        // (validated `#rrggbb`) and layout names, never customer text.
+        let css_context = Context::from_serialize(&json!({
+            "palette": analysis.palette,
+            "site": { "layout": layout, "kind": analysis.kind, "dir": analysis.dir },
+        }))
+        .map_err(|e| tera_error("(context)", &e))?;
         let mut styles_css = String::new();
         for name in ["css/base.css".to_string(), format!("css/{layout}.css")] {
             if self.tera.get_template_names().any(|n| n == name) {
                 styles_css.push_str(
-                    &self.tera.render(&name, &context).map_err(|e| tera_error(&name, &e))?,
+                    &self.tera.render(&name, &css_context).map_err(|e| tera_error(&name, &e))?,
                 );
                 styles_css.push('\n');
             }

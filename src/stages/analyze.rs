@@ -581,6 +581,7 @@ pub fn analyze(job: &Job, t: &Strings, default_lang: &str, show_contact: bool) -
         facts.items.extend(bullets(doc));
     }
     dedupe(&mut facts.items);
+    facts.items.truncate(MAX_ITEMS);
     if show_contact {
         facts.email = s.contact.email.clone();
         facts.phone = s.contact.phone.clone();
@@ -600,12 +601,19 @@ pub fn analyze(job: &Job, t: &Strings, default_lang: &str, show_contact: bool) -
         .or_else(|| Palette::from_colors(&logo_colors, "logo"))
         .unwrap_or_else(|| Palette::for_kind(kind));
 
-    let name = site_name(s.company.as_deref(), text);
+    let name = plain(&site_name(s.company.as_deref(), text));
     let tagline =
         tagline(text).unwrap_or_else(|| t.get(&format!("tagline_{}", kind.as_str())).to_string());
     let intro = paragraphs(text);
     let about = descriptive_sentences(text);
-    let sections = build_sections(kind, &s.pages, text, &facts, &about, &images, t);
+    let mut sections = build_sections(kind, &s.pages, text, &facts, &about, &images, t);
+    for section in &mut sections {
+        section.title = plain(&section.title);
+        for item in &mut section.items {
+            item.name = plain(&item.name);
+        }
+    }
+    let tagline = plain(&tagline);
 
     Analysis {
         kind,
@@ -728,6 +736,13 @@ fn first_sentence(text: &str) -> Option<&str> {
         .unwrap_or(text.len());
     let s = text[..end].trim();
     (!s.is_empty()).then_some(s)
+}
+
+/// A short display string without bidi embedding/override/isolate
+/// controls: an unbalanced U+202E in a company name would flip everything
+/// after it on the page.
+fn plain(s: &str) -> String {
+    s.chars().filter(|c| !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')).collect()
 }
 
 fn capitalize(s: &str) -> String {
@@ -906,6 +921,11 @@ fn dedupe(items: &mut Vec<String>) {
     items.retain(|i| seen.insert(i.to_lowercase()));
 }
 
+/// How much of a document attachment is read.
+const MAX_DOCUMENT_BYTES: u64 = 64 * 1024;
+/// Most listed items kept from the text and documents.
+const MAX_ITEMS: usize = 60;
+
 /// Text of document attachments we can read (UTF-8 text files).
 fn read_documents(job: &Job, warnings: &mut Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
@@ -918,8 +938,21 @@ fn read_documents(job: &Job, warnings: &mut Vec<String>) -> Vec<String> {
             ));
             continue;
         }
-        match std::fs::read(&a.file).map(String::from_utf8) {
-            Ok(Ok(text)) => out.push(text),
+        // Only the start of a long document: it feeds a few list items, and
+        // a 10 MB brief must not become a 30 MB page.
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&a.file).and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_DOCUMENT_BYTES).read_to_end(&mut bytes)
+        });
+        if a.size > MAX_DOCUMENT_BYTES {
+            warnings.push(format!(
+                "document {} is {} bytes; only its first {MAX_DOCUMENT_BYTES} were read",
+                a.attachment.path, a.size
+            ));
+        }
+        match read.map(|_| String::from_utf8_lossy(&bytes).into_owned()) {
+            Ok(text) if !text.contains('\u{FFFD}') || a.size > MAX_DOCUMENT_BYTES => out.push(text),
             _ => warnings
                 .push(format!("document {} is not UTF-8 text and was not read", a.attachment.path)),
         }

@@ -230,3 +230,79 @@ fn right_to_left_and_cjk_sites() {
         }
     }
 }
+
+#[test]
+fn an_older_version_arriving_late_does_not_replace_the_newer() {
+    let repo = Repo::new();
+    repo.write_inbox("v2.yaml", "id: form-9\ncompany: Atlas\ndescription: VERSION TWO\nsubmitted_at: 2026-11-02T00:00:00Z\n");
+    repo.build().ok();
+    repo.write_inbox("v1.yaml", "id: form-9\ncompany: Atlas\ndescription: VERSION ONE\nsubmitted_at: 2026-11-01T00:00:00Z\n");
+    let run = repo.build().ok();
+    assert!(run.stdout.contains("superseded"), "{}", run.stdout);
+    let sites = repo.sites();
+    assert_eq!(sites.len(), 1);
+    let html = repo.show(&format!("sites/{}/index.html", sites[0]));
+    assert!(html.contains("VERSION TWO") && !html.contains("VERSION ONE"));
+    assert!(repo.build().ok().stdout.contains("Nothing pending"));
+    assert_eq!(repo.commit_count(), 2);
+    repo.fsck();
+}
+
+#[test]
+fn a_renamed_company_keeps_the_site_of_its_client_id() {
+    let repo = Repo::new();
+    repo.write_inbox("v1.yaml", "id: form-10\ncompany: Rosie Bakes\ndescription: first\nsubmitted_at: 2026-11-01T00:00:00Z\n");
+    let first = published_ids(&repo.build().ok().stdout);
+    repo.write_inbox("v2.yaml", "id: form-10\ncompany: Rosie's Bakery Ltd\ndescription: renamed\nsubmitted_at: 2026-11-02T00:00:00Z\n");
+    let second = published_ids(&repo.build().ok().stdout);
+    assert_eq!(first, second, "one client id, one site");
+    assert_eq!(repo.sites(), first);
+    assert!(
+        repo.show(&format!("sites/{}/index.html", first[0])).contains("Rosie&#39;s Bakery Ltd")
+    );
+}
+
+#[test]
+fn what_was_built_stays_built_whatever_changes_around_it() {
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.inbox().join("attachments/a")).unwrap();
+    std::fs::write(repo.inbox().join("attachments/a/brief.txt"), "- One\n- Two\n").unwrap();
+    repo.write_inbox("a.yaml", "company: Kept\ndescription: kept\nattachments:\n  - path: attachments/a/brief.txt\n    kind: document\n");
+    repo.build().ok();
+    // A new salt changes every project id, and the attachment goes away:
+    // the submission is still done, not rebuilt and not rejected.
+    std::fs::remove_file(repo.inbox().join("attachments/a/brief.txt")).unwrap();
+    let run =
+        repo.run_env(&["build", "--once"], &[("PROTOFORGE_PROJECT_ID_SALT", "another salt")]).ok();
+    assert!(run.stdout.contains("Nothing pending"), "{}", run.stdout);
+    assert!(repo.inbox().join("a.yaml").exists());
+    assert_eq!(repo.sites().len(), 1);
+    assert_eq!(repo.commit_count(), 1);
+}
+
+#[test]
+fn a_huge_document_does_not_make_a_huge_page() {
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.inbox().join("attachments/big")).unwrap();
+    let doc: String = (0..200_000).map(|i| format!("- project number {i}\n")).collect();
+    assert!(doc.len() > 4_000_000);
+    std::fs::write(repo.inbox().join("attachments/big/brief.txt"), doc).unwrap();
+    repo.write_inbox("big.yaml", "company: Big Brief\ndescription: Portfolio with my projects.\nattachments:\n  - path: attachments/big/brief.txt\n    kind: document\n");
+    let run = repo.build().ok();
+    let id = &published_ids(&run.stdout)[0];
+    let html = repo.show(&format!("sites/{id}/index.html"));
+    assert!(html.len() < 200_000, "page is {} bytes", html.len());
+    let meta = repo.metadata(id);
+    assert!(meta["warnings"].to_string().contains("only its first 65536 were read"), "{meta}");
+}
+
+#[test]
+fn bidi_overrides_cannot_flip_the_page() {
+    let repo = Repo::new();
+    repo.write_inbox("b.yaml", "company: \"Evil\u{202E}gnp.exe Co\"\ndescription: hello\n");
+    let run = repo.build().ok();
+    let id = &published_ids(&run.stdout)[0];
+    let html = repo.show(&format!("sites/{id}/index.html"));
+    assert!(!html.contains('\u{202E}'));
+    assert!(html.contains("Evilgnp.exe Co"));
+}

@@ -107,12 +107,34 @@ fn submit_reads_standard_input() {
 }
 
 #[test]
+fn a_broken_layout_stops_the_builder_before_any_job() {
+    let repo = Repo::new();
+    let layout = repo.path().join("layouts/saas.html");
+    std::fs::write(&layout, "{% extends \"base.html\" %}{% block content %}{{ site.nope.deeper }}{% endblock content %}").unwrap();
+    repo.write_inbox("a.yaml", "company: A\ndescription: A site.\n");
+    let run = repo.build();
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("the layouts cannot render a sample site"), "{}", run.stderr);
+    assert!(run.stderr.contains("saas.html"), "{}", run.stderr);
+    // Nothing was recorded: the job is still pending.
+    assert!(!repo.git_ok(&["rev-parse", "--verify", "--quiet", "prototypes"]));
+    assert!(repo.run(&["status"]).ok().stdout.contains("1 pending"));
+}
+
+#[test]
 fn a_failed_job_is_recorded_and_retried() {
     let repo = Repo::new();
-    // A layout override that cannot render makes the job fail for real.
+    // A layout override that fails only for some input (the sample site
+    // renders, so the builder starts): a real, data-dependent failure.
     let layout = repo.path().join("layouts/saas.html");
     let good = std::fs::read_to_string(&layout).unwrap();
-    std::fs::write(&layout, "{% extends \"base.html\" %}{% block content %}{{ site.nope.deeper }}{% endblock content %}").unwrap();
+    let trap = good.replacen(
+        "{% block hero %}",
+        "{% block hero %}{% if site.name is containing(pat=\"Ledgerly\") %}{{ site.nope.deeper }}{% endif %}",
+        1,
+    );
+    assert_ne!(trap, good, "the saas layout has a hero block");
+    std::fs::write(&layout, trap).unwrap();
     std::fs::copy(
         project_dir().join("examples/02-saas-short.yaml"),
         repo.inbox().join("saas.yaml"),
@@ -135,6 +157,7 @@ fn a_failed_job_is_recorded_and_retried() {
     assert_eq!(failed.lines().count(), 1, "{failed}");
     let record: serde_json::Value = serde_json::from_str(&repo.show(failed.trim())).unwrap();
     assert_eq!(record["stage"], "render");
+    assert_eq!(record["attempts"], 1);
     assert!(record["reason"].as_str().unwrap().contains("saas.html"), "{record}");
     assert!(!record.to_string().contains("dev@ledgerly"), "no personal data in the record");
     let pid = record["project_id"].as_str().unwrap().to_string();
@@ -142,7 +165,7 @@ fn a_failed_job_is_recorded_and_retried() {
     // Failed is not pending: a second run leaves it alone.
     assert!(repo.build().ok().stdout.contains("Nothing pending"));
     let status = repo.run(&["status"]).ok();
-    assert!(status.stdout.contains("failed"), "{}", status.stdout);
+    assert!(status.stdout.contains("1 done, 1 failed"), "{}", status.stdout);
 
     // Fix the layout, retry, build.
     std::fs::write(&layout, good).unwrap();
