@@ -3,7 +3,8 @@
 //!
 //! 1. Time per prototype: parse + generate (analyze, render, finalize) +
 //!    publish, median and p90 over the bundled examples, repeated.
-//! 2. The publish step alone with 10, 1,000 and 10,000 sites already on the
+//! 2. The publish step alone (the site's directory and its entry under
+//!    `submissions/`) with 10, 1,000 and 10,000 sites already on the
 //!    branch, measured in turn (A B C A B C …) so machine noise hits each
 //!    size alike; the ratio to the 10-site figure is what to read.
 

@@ -99,8 +99,14 @@ impl Inbox {
         for entry in entries {
             let entry = entry.map_err(io(&self.dir))?;
             let path = entry.path();
-            if is_submission_name(&path) && entry.file_type().map_err(io(&path))?.is_file() {
-                files.push(path);
+            if is_submission_name(&path) {
+                if entry.file_type().map_err(io(&path))?.is_file() {
+                    files.push(path);
+                } else {
+                    // SECURITY: a symlink could make the builder read any
+                    // file; only regular files are submissions.
+                    tracing::warn!(file = %path.display(), "not a regular file (a symlink or directory?); ignored");
+                }
             }
         }
         files.sort();
