@@ -127,9 +127,21 @@ fn every_page_and_stylesheet_passes_the_w3c_checker() {
             )
         })
         .collect();
-    let warnings = messages.iter().filter(|m| m["subType"] == "warning").count();
-    eprintln!("vnu: {} files, {} errors, {warnings} warnings", files.len(), errors.len());
+    let warnings: Vec<String> = messages
+        .iter()
+        .filter(|m| m["subType"] == "warning")
+        .map(|m| {
+            format!(
+                "{}:{}: {}",
+                m["url"].as_str().unwrap_or(""),
+                m["lastLine"],
+                m["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    eprintln!("vnu: {} files, {} errors, {} warnings", files.len(), errors.len(), warnings.len());
     assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
+    assert!(warnings.is_empty(), "the W3C checker warns:\n{}", warnings.join("\n"));
 }
 
 #[test]
