@@ -380,12 +380,15 @@ pub struct SiteBuild {
     pub warnings: Vec<String>,
 }
 
+/// Why a site could not be generated; such a failure is deterministic.
+#[derive(Debug)]
+pub struct GenerateError {
+    pub stage: &'static str,
+    pub reason: String,
+}
+
 /// Analyze, render and finalize a job into the files of its site.
-pub fn generate(
-    ws: &Workspace,
-    job: &Job,
-    now: DateTime<Utc>,
-) -> Result<SiteBuild, (String, &'static str, bool)> {
+pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBuild, GenerateError> {
     let mut records: Vec<StageRecord> = Vec::new();
     let lang = job.submission().language_or(&ws.config.generator.default_language).to_string();
     let t = ws.layouts.strings(&lang);
@@ -402,7 +405,7 @@ pub fn generate(
     let rendered = stages::timed(&mut records, "render", || {
         ws.layouts.render(&analysis, &job.parsed.project_id, expires_at.date_naive())
     })
-    .map_err(|e| (e.to_string(), "render", false))?;
+    .map_err(|e| GenerateError { stage: "render", reason: e.to_string() })?;
     let mut warnings = analysis.warnings.clone();
     let banner = t.get("banner").replace("{date}", &expires_at.format("%Y-%m-%d").to_string());
     let (html, css) = stages::timed(&mut records, "finalize", || {
@@ -416,7 +419,7 @@ pub fn generate(
         let css = finalize::finalize_css(&rendered.styles_css);
         Ok::<_, finalize::FinalizeError>((page, css))
     })
-    .map_err(|e| (e.to_string(), "finalize", false))?;
+    .map_err(|e| GenerateError { stage: "finalize", reason: e.to_string() })?;
     warnings.extend(html.warnings);
     warnings.extend(css.warnings);
 
@@ -606,18 +609,18 @@ pub fn process(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
     let generated =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| generate(ws, &job, Utc::now())))
             .unwrap_or_else(|payload| {
-                Err((
-                    format!(
+                Err(GenerateError {
+                    stage: "generate",
+                    reason: format!(
                         "internal error: {}; please report it",
                         panic_message(payload.as_ref())
                     ),
-                    "generate",
-                    false,
-                ))
+                })
             });
     let build = match generated {
         Ok(build) => build,
-        Err((reason, stage, _)) => return record_failure(ws, &job, stage, &reason, 1),
+        // Generation is deterministic: trying again would fail the same way.
+        Err(e) => return record_failure(ws, &job, e.stage, &e.reason, 1),
     };
     let bytes: u64 = build.files.iter().map(|(_, b)| b.len() as u64).sum();
     let file_count = build.files.len();
