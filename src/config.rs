@@ -42,6 +42,42 @@ pub struct Config {
     pub builder: BuilderConfig,
     pub limits: Limits,
     pub generator: GeneratorConfig,
+    pub serve: ServeConfig,
+    pub prune: PruneConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address of the static server.
+    pub listen: String,
+    /// Most connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive_secs: u64,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Memory for file contents (and their gzip/brotli forms).
+    pub cache_bytes: u64,
+    /// How often the branch is checked for a new commit.
+    pub refresh_ms: u64,
+    /// Show the list of live sites on the base domain's front page.
+    pub list_sites: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PruneConfig {
+    /// When the pruner runs (cron, 5 or 6 fields, UTC).
+    pub schedule: String,
+    /// Days after which processed inbox files, rejected files and failure
+    /// records are deleted.
+    pub retention_days: u32,
+    /// Rewrite the branch to a single commit after pruning, so that pruned
+    /// files leave the history too.
+    pub purge_history: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +137,30 @@ impl Default for Config {
             builder: BuilderConfig::default(),
             limits: Limits::default(),
             generator: GeneratorConfig::default(),
+            serve: ServeConfig::default(),
+            prune: PruneConfig::default(),
         }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            keep_alive_secs: 30,
+            max_header_bytes: 16 * 1024,
+            cache_bytes: 32 * 1024 * 1024,
+            refresh_ms: 500,
+            list_sites: false,
+        }
+    }
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig { schedule: "0 3 * * *".into(), retention_days: 90, purge_history: false }
     }
 }
 
@@ -291,6 +350,36 @@ impl Config {
         }
         if self.limits.max_submission_bytes < 1024 {
             bad("limits.max_submission_bytes", "must be at least 1024".into());
+        }
+        if self.serve.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad(
+                "serve.listen",
+                format!("`{}` is not an address; write it like 127.0.0.1:8080", self.serve.listen),
+            );
+        }
+        if self.serve.max_connections == 0 {
+            bad("serve.max_connections", "must be at least 1".into());
+        }
+        if self.serve.header_read_timeout_secs == 0 {
+            bad("serve.header_read_timeout_secs", "must be at least 1".into());
+        }
+        if self.serve.max_header_bytes < 1024 {
+            bad("serve.max_header_bytes", "must be at least 1024".into());
+        }
+        if self.serve.refresh_ms == 0 {
+            bad("serve.refresh_ms", "must be at least 1".into());
+        }
+        if let Err(e) = <croner::Cron as std::str::FromStr>::from_str(&self.prune.schedule) {
+            bad(
+                "prune.schedule",
+                format!(
+                    "`{}` is not a cron expression ({e}); for example `0 3 * * *` (daily at 03:00 UTC)",
+                    self.prune.schedule
+                ),
+            );
+        }
+        if self.prune.retention_days == 0 {
+            bad("prune.retention_days", "must be at least 1".into());
         }
         if let Err(why) = crate::submission::validate_language(&self.generator.default_language) {
             bad("generator.default_language", why);
@@ -522,6 +611,34 @@ generator:
   default_language: {lang}
   # Show the contact's email and phone on the prototype page.
   show_contact_details: {show}
+
+serve:
+  # Address of the static server (`protoforge serve`).
+  listen: "{listen}"
+  # Most connections open at once.
+  max_connections: {max_conn}
+  # Seconds a client has to send its request headers.
+  header_read_timeout_secs: {hdr_timeout}
+  # Seconds before an idle keep-alive connection is closed.
+  keep_alive_secs: {keep_alive}
+  # Largest request head accepted (bytes).
+  max_header_bytes: {max_hdr}
+  # Memory for file contents and their compressed forms (bytes).
+  cache_bytes: {cache}
+  # How often the branch is checked for a new commit (ms).
+  refresh_ms: {refresh}
+  # List the live sites on the base domain's front page.
+  list_sites: {list_sites}
+
+prune:
+  # When expired prototypes are removed: cron, 5 or 6 fields, UTC.
+  schedule: "{schedule}"
+  # Days after which processed inbox files, rejected files and failure
+  # records are deleted (they hold personal data).
+  retention_days: {retention}
+  # Rewrite the branch to one commit after pruning, so pruned files leave
+  # the history too.
+  purge_history: {purge}
 "#,
         branch = d.branch,
         domain = d.base_domain,
@@ -542,6 +659,17 @@ generator:
         max_atts = d.limits.max_attachments,
         lang = d.generator.default_language,
         show = d.generator.show_contact_details,
+        listen = d.serve.listen,
+        max_conn = d.serve.max_connections,
+        hdr_timeout = d.serve.header_read_timeout_secs,
+        keep_alive = d.serve.keep_alive_secs,
+        max_hdr = d.serve.max_header_bytes,
+        cache = d.serve.cache_bytes,
+        refresh = d.serve.refresh_ms,
+        list_sites = d.serve.list_sites,
+        schedule = d.prune.schedule,
+        retention = d.prune.retention_days,
+        purge = d.prune.purge_history,
     )
 }
 

@@ -23,6 +23,7 @@ pub mod builder;
 pub mod config;
 pub mod finalize;
 pub mod inbox;
+pub mod prune;
 pub mod publish;
 pub mod scaffold;
 pub mod stages;

@@ -424,6 +424,17 @@ impl Snapshot {
     /// Every file under a directory, recursively, as (path relative to it, bytes), sorted by path.
     pub fn read_dir_recursive(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
         let Some(tree) = self.lookup_dir(path)? else { return Ok(Vec::new()) };
+        Ok(self.tree_files(tree, path)?.into_iter().map(|(rel, _, bytes)| (rel, bytes)).collect())
+    }
+
+    /// Every file under the tree `tree`, recursively, as (relative path, blob id, bytes), sorted
+    /// by path. Trees are immutable, so a reader can cache the result by the tree's id; `label`
+    /// names the tree in errors.
+    pub fn tree_files(
+        &self,
+        tree: ObjectId,
+        label: &str,
+    ) -> Result<Vec<(String, ObjectId, Vec<u8>)>, PublishError> {
         let mut out = Vec::new();
         let mut pending = vec![(String::new(), tree)];
         while let Some((prefix, tree)) = pending.pop() {
@@ -434,13 +445,42 @@ impl Snapshot {
                 if entry.mode.is_tree() {
                     pending.push((rel + "/", entry.oid.to_owned()));
                 } else if is_file(entry.mode.kind()) {
-                    let bytes = self.read_blob(entry.oid.to_owned(), &format!("{path}/{rel}"))?;
-                    out.push((rel, bytes));
+                    let id = entry.oid.to_owned();
+                    let bytes = self.read_blob(id, &format!("{label}/{rel}"))?;
+                    out.push((rel, id, bytes));
                 }
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// The directories directly under `path`, as (name, tree id); empty if absent.
+    pub fn subtrees(&self, path: &str) -> Result<Vec<(String, ObjectId)>, PublishError> {
+        let Some(tree) = self.lookup_dir(path)? else { return Ok(Vec::new()) };
+        let data = self.trees.get(&self.repo, tree)?;
+        let mut out = Vec::new();
+        for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
+            let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
+            if entry.mode.is_tree() {
+                out.push((entry.filename.to_string(), entry.oid.to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The committer time of the commit, in seconds since the epoch.
+    pub fn commit_time(&self) -> Result<Option<i64>, PublishError> {
+        let Some(id) = self.commit else { return Ok(None) };
+        let commit = self.repo.find_commit(id).map_err(|e| PublishError::Corrupt {
+            repo: repo_path(&self.repo),
+            what: format!("commit {id} cannot be read: {e}"),
+        })?;
+        let time = commit.time().map_err(|e| PublishError::Corrupt {
+            repo: repo_path(&self.repo),
+            what: format!("commit {id} has no valid time: {e}"),
+        })?;
+        Ok(Some(time.seconds))
     }
 
     fn lookup_dir(&self, path: &str) -> Result<Option<ObjectId>, PublishError> {
