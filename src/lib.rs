@@ -26,6 +26,7 @@ pub mod inbox;
 pub mod prune;
 pub mod publish;
 pub mod scaffold;
+pub mod serve;
 pub mod stages;
 pub mod submission;
 pub mod templates;

@@ -81,11 +81,23 @@ enum Command {
         /// Project ids (default: every site).
         ids: Vec<String>,
     },
-    /// Build the bundled examples in a new temporary site repo, offline.
+    /// Build the bundled examples in a new temporary site repo, offline, then serve them.
     Demo {
         /// Where to create the demo repo (default: a new temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Build only; don't start the server.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Serve the sites from the branch, build new submissions as they arrive, prune on schedule.
+    Serve {
+        /// Don't run the builder in this process.
+        #[arg(long)]
+        no_build: bool,
+        /// Serve as if the time were this (RFC 3339), to check expiry.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
     },
 }
 
@@ -214,7 +226,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir } => demo(dir),
+        Command::Demo { dir, no_serve } => demo(dir, no_serve),
+        Command::Serve { no_build, now } => {
+            let now = now.map(|t| parse_time("--now", &t)).transpose()?;
+            serve(repo, cli.config.clone(), !no_build, now, None)
+        }
     }
 }
 
@@ -385,7 +401,107 @@ fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
     }
 }
 
-fn demo(dir: Option<PathBuf>) -> Result<ExitCode> {
+/// An RFC 3339 time from a command-line flag.
+fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .with_context(|| {
+            format!("{flag} `{text}` is not an RFC 3339 time; write it like 2026-12-31T00:00:00Z")
+        })
+}
+
+/// `protoforge serve`: the static server, the builder (watching the inbox)
+/// and, later, the pruner, in one process, until SIGTERM or Ctrl-C.
+fn serve(
+    repo: PathBuf,
+    config: Option<PathBuf>,
+    build: bool,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+    announce: Option<Vec<String>>,
+) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let ws = Workspace::open(&repo, config.as_deref())
+        .with_context(|| format!("cannot open the site repo {}", repo.display()))?;
+    let mut opts = protoforge::serve::Options::from_config(repo.clone(), &ws.config)?;
+    opts.now = now;
+    drop(ws);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The builder runs on its own thread: a gix repository is not Send, and
+    // a job must never hold up a response.
+    let builder = build.then(|| {
+        let stop = Arc::clone(&stop);
+        let (repo, config) = (repo.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("builder".into())
+            .spawn(move || {
+                let result = Workspace::open(&repo, config.as_deref())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|ws| {
+                        Ok(builder::watch(&ws, &mut LogProgress, || stop.load(Ordering::Relaxed))?)
+                    });
+                if let Err(e) = result {
+                    tracing::error!("the builder stopped: {e:#}; still serving");
+                }
+            })
+            .expect("the OS can start a thread")
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let listen = opts.listen;
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing the job in flight and draining connections");
+            let _ = tx.send(true);
+        });
+        if let Some(ids) = announce {
+            let port = listen.port();
+            println!("\nServing on http://localhost:{port}/ (Ctrl-C to stop):");
+            for id in ids {
+                println!("  http://{id}.localhost:{port}/");
+            }
+        }
+        protoforge::serve::run(opts, rx, Duration::from_secs(10)).await
+    });
+    stop.store(true, Ordering::Relaxed);
+    if let Some(handle) = builder {
+        let _ = handle.join();
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn demo(dir: Option<PathBuf>, no_serve: bool) -> Result<ExitCode> {
     let dir = match dir {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -420,7 +536,18 @@ fn demo(dir: Option<PathBuf>) -> Result<ExitCode> {
     }
     println!("\nInspect:  git -C {} log --stat {}", dir.display(), ws.config.branch);
     let failed = reports.iter().any(|r| builder::is_failure(&r.outcome));
-    Ok(if failed || sites.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    if failed || sites.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids = sites
+        .iter()
+        .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    drop(ws);
+    serve(dir, None, true, None, Some(ids))
 }
 
 /// Log lines, for logs and pipes.

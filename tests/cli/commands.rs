@@ -200,7 +200,7 @@ fn demo_runs_offline_from_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let run = crate::util::command(dir.path())
-        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .args(["demo", "--no-serve", "--dir", demo.to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);

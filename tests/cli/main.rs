@@ -7,4 +7,5 @@ mod build;
 mod commands;
 mod crash;
 mod invalid;
+mod serve;
 mod watch;
