@@ -681,6 +681,11 @@ fn serve_file(
         if site.files.contains_key(&format!("{file}/index.html")) {
             return redirect(&format!("{mount}/{file}/{query}"));
         }
+        // Browsers ask for it unprompted; a 404 would be a console error on
+        // every prototype.
+        if file == "favicon.ico" {
+            return plain(StatusCode::NO_CONTENT, "");
+        }
         return html(StatusCode::NOT_FOUND, shared.not_found.clone());
     };
     let headers = req.headers();

@@ -213,3 +213,63 @@ fn every_site_works_in_headless_chromium() {
         shots.display()
     );
 }
+
+#[test]
+fn a_served_prototype_renders_in_chromium_without_csp_violations() {
+    let Some(_) =
+        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
+    else {
+        return;
+    };
+    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    pf(dir.path(), &["init", repo.to_str().unwrap()]);
+    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/bakery.yaml"))
+        .unwrap();
+    pf(&repo, &["build", "--once"]);
+    let out = Command::new("git")
+        .current_dir(&repo)
+        .args(["ls-tree", "--name-only", "prototypes", "sites/"])
+        .output()
+        .unwrap();
+    let id = String::from_utf8(out.stdout).unwrap().trim().trim_start_matches("sites/").to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+        .current_dir(&repo)
+        .args(["serve", "--no-build"])
+        .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let shots = project().join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("served-bakery.png");
+    let url = format!("http://{id}.localhost:{port}/");
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/served.mjs"))
+        .arg(&url)
+        .arg(&shot)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], 200, "{r}");
+    assert!(r["csp"].as_str().unwrap().contains("script-src 'self'"), "{r}");
+    assert!(r["title"].as_str().unwrap().contains("Rosie"), "{r}");
+    assert!(r["banner"].as_str().unwrap().contains("expires on"), "{r}");
+    assert_ne!(r["styled"], "rgba(0, 0, 0, 0)", "the stylesheet did not load: {r}");
+    let messages = r["console"].as_array().unwrap();
+    assert!(messages.is_empty(), "console messages (CSP violations?): {messages:?}");
+    assert!(shot.is_file());
+    eprintln!("chromium: {url} rendered, no console messages; screenshot {}", shot.display());
+}

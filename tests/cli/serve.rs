@@ -118,6 +118,7 @@ fn every_header_rule() {
     assert_eq!(get(port, &format!("a.{id}.localhost"), "/").status, 404);
     assert_eq!(get(port, &host, "/metadata.json").status, 404);
     assert_eq!(get(port, &host, "/nope.html").status, 404);
+    assert_eq!(get(port, &host, "/favicon.ico").status, 204, "no console error for a missing icon");
 
     // Operations.
     assert_eq!(get(port, &format!("localhost:{port}"), "/healthz").text(), "ok\n");
