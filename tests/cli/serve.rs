@@ -296,3 +296,42 @@ fn serve_builds_what_arrives_and_serves_it() {
     assert!(server.stop());
     repo.fsck();
 }
+
+#[test]
+fn slow_and_idle_clients_are_cut_off() {
+    use std::io::Write;
+    let (repo, ids) = repo_with_sites(1);
+    let server = Server::start_env(
+        &repo,
+        &["--no-build"],
+        &[
+            ("PROTOFORGE_SERVE__HEADER_READ_TIMEOUT_SECS", "1"),
+            ("PROTOFORGE_SERVE__KEEP_ALIVE_SECS", "1"),
+        ],
+    );
+    let closed_within = |stream: &mut std::net::TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    // Slowloris: half a request head, then nothing.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(format!("GET / HTTP/1.1\r\nHost: {}.localhost\r\nX-Slow: ", ids[0]).as_bytes())
+        .unwrap();
+    let t = closed_within(&mut slow, Duration::from_secs(5));
+    assert!(t.is_some(), "a client trickling its headers was not cut off");
+    // Idle keep-alive: one request, then silence.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let t = closed_within(&mut idle, Duration::from_secs(5));
+    assert!(t.is_some(), "an idle keep-alive connection was not closed");
+    // The server is still fine.
+    assert_eq!(get(server.port, &format!("{}.localhost", ids[0]), "/").status, 200);
+}

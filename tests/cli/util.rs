@@ -258,6 +258,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(repo: &Repo, args: &[&str]) -> Server {
+        Server::start_env(repo, args, &[])
+    }
+
+    pub fn start_env(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let child = command(repo.path())
@@ -266,6 +270,7 @@ impl Server {
             .env("PROTOFORGE_SERVE__LISTEN", &listen)
             .env("PROTOFORGE_SERVE__REFRESH_MS", "50")
             .env("PROTOFORGE_BUILDER__DEBOUNCE_MS", "50")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
