@@ -315,6 +315,53 @@ impl Store {
         Ok(commit)
     }
 
+    /// Replace the branch's history with one new root commit (no parents) holding the tree of
+    /// `expected`, moving the branch from `expected` by compare-and-swap. Returns the new commit.
+    ///
+    /// The old commits become unreachable from the branch; deleting their objects is the
+    /// caller's business (see `prune::purge_history`). [`PublishError::Conflict`] if the branch
+    /// is no longer at `expected`.
+    pub fn replace_with_root(
+        &self,
+        expected: ObjectId,
+        message: &str,
+    ) -> Result<ObjectId, PublishError> {
+        if message.contains('\0') {
+            return Err(PublishError::InvalidMessage { reason: "contains a NUL byte" });
+        }
+        let actual = self.head()?;
+        if actual != Some(expected) {
+            return Err(PublishError::Conflict { expected: Some(expected), actual });
+        }
+        let tree = commit_tree(&self.repo, expected)?;
+        let now = gix::date::Time::now_local_or_utc();
+        let author = signature(&self.author, now);
+        let committer = signature(&self.committer, now);
+        let (mut author_time, mut committer_time) = Default::default();
+        let commit = self
+            .repo
+            .new_commit_as(
+                committer.to_ref(&mut committer_time),
+                author.to_ref(&mut author_time),
+                message,
+                tree,
+                std::iter::empty::<ObjectId>(),
+            )
+            .map_err(|cause| PublishError::WriteObject {
+                repo: self.repo_path.clone(),
+                what: format!("the root commit for branch {:?}", self.branch),
+                cause,
+            })?
+            .id;
+        self.move_branch(Some(expected), commit, message, &committer)?;
+        Ok(commit)
+    }
+
+    /// The full name of the branch's ref, e.g. `refs/heads/prototypes`.
+    pub fn ref_name(&self) -> &FullName {
+        &self.ref_name
+    }
+
     /// Compare-and-swap the branch from `expected` to `new`, retrying only lock contention.
     fn move_branch(
         &self,
@@ -455,6 +502,25 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// Read the blob at the slash path `path` below the tree `tree` (an id from
+    /// [`Snapshot::subtrees`]); Ok(None) if absent or not a file. Looking a site up by its tree
+    /// id skips the scan of the large `sites` tree that [`Snapshot::read`] does for every call.
+    pub fn read_in_tree(
+        &self,
+        tree: ObjectId,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, PublishError> {
+        match self.lookup_from(Some(tree), path)? {
+            Some((kind, id)) if is_file(kind) => self.read_blob(id, path).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The bytes of the blob `id` (blobs are immutable: a reader may cache by id).
+    pub fn blob(&self, id: ObjectId) -> Result<Vec<u8>, PublishError> {
+        self.read_blob(id, &format!("blob {id}"))
+    }
+
     /// The directories directly under `path`, as (name, tree id); empty if absent.
     pub fn subtrees(&self, path: &str) -> Result<Vec<(String, ObjectId)>, PublishError> {
         let Some(tree) = self.lookup_dir(path)? else { return Ok(Vec::new()) };
@@ -492,8 +558,17 @@ impl Snapshot {
 
     /// Resolve `path` in the pinned tree; "" is the root itself.
     fn lookup(&self, path: &str) -> Result<Option<(EntryKind, ObjectId)>, PublishError> {
+        self.lookup_from(self.root, path)
+    }
+
+    /// Resolve `path` below the tree `root` ("" is `root` itself).
+    fn lookup_from(
+        &self,
+        root: Option<ObjectId>,
+        path: &str,
+    ) -> Result<Option<(EntryKind, ObjectId)>, PublishError> {
         let components = if path.is_empty() { Vec::new() } else { validate_path(path)? };
-        let Some(mut current) = self.root.map(|root| (EntryKind::Tree, root)) else {
+        let Some(mut current) = root.map(|root| (EntryKind::Tree, root)) else {
             return Ok(None);
         };
         for name in components {

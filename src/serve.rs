@@ -116,16 +116,23 @@ struct Asset {
     brotli: OnceLock<Option<Bytes>>,
 }
 
-/// One site's files, loaded from its (immutable) tree.
+/// One site: its files' blob ids, from its (immutable) tree.
 struct Site {
-    files: HashMap<String, Arc<Asset>>,
+    files: HashMap<String, ObjectId>,
     expires_at: Option<DateTime<Utc>>,
-    bytes: u64,
+}
+
+/// A site as the reader thread loads it: the files' bytes come along, so
+/// that a first request costs one round trip.
+struct LoadedSite {
+    site: Site,
+    blobs: Vec<(String, ObjectId, Vec<u8>)>,
 }
 
 enum ReaderRequest {
     Head { known: Option<ObjectId>, reply: oneshot::Sender<Result<Option<Head>, PublishError>> },
-    Site { tree: ObjectId, id: String, reply: oneshot::Sender<Result<Site, PublishError>> },
+    Site { tree: ObjectId, id: String, reply: oneshot::Sender<Result<LoadedSite, PublishError>> },
+    Blob { id: ObjectId, reply: oneshot::Sender<Result<Vec<u8>, PublishError>> },
 }
 
 /// The thread that owns the gix repository.
@@ -153,6 +160,9 @@ fn spawn_reader(opts: &Options) -> Result<std::sync::mpsc::Sender<ReaderRequest>
                     ReaderRequest::Site { tree, id, reply } => {
                         let _ = reply.send(read_site(&store, tree, &id));
                     }
+                    ReaderRequest::Blob { id, reply } => {
+                        let _ = reply.send(store.snapshot().and_then(|s| s.blob(id)));
+                    }
                 }
             }
         })
@@ -178,60 +188,63 @@ fn read_head(store: &Store, known: Option<ObjectId>) -> Result<Option<Head>, Pub
     Ok(Some(Head { commit: snapshot.commit_id(), commit_time, sites }))
 }
 
-fn read_site(store: &Store, tree: ObjectId, id: &str) -> Result<Site, PublishError> {
+fn read_site(store: &Store, tree: ObjectId, id: &str) -> Result<LoadedSite, PublishError> {
     let snapshot = store.snapshot()?;
-    let mut files = HashMap::new();
-    let mut expires_at = None;
-    let mut bytes = 0;
-    for (path, blob, body) in snapshot.tree_files(tree, &format!("sites/{id}"))? {
-        if path == "metadata.json" {
-            expires_at = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    v["expires_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                })
-                .map(|t| t.with_timezone(&Utc));
-        }
-        bytes += body.len() as u64;
-        let etag = HeaderValue::from_str(&format!("\"{blob}\""))
-            .expect("a hex id is a valid header value");
-        files.insert(
-            path.clone(),
-            Arc::new(Asset {
-                content_type: content_type(&path),
-                body: Bytes::from(body),
-                etag,
-                gzip: OnceLock::new(),
-                brotli: OnceLock::new(),
-            }),
-        );
-    }
-    Ok(Site { files, expires_at, bytes })
+    let blobs = snapshot.tree_files(tree, &format!("sites/{id}"))?;
+    let expires_at = blobs
+        .iter()
+        .find(|(path, _, _)| path == "metadata.json")
+        .and_then(|(_, _, body)| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .and_then(|v| v["expires_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()))
+        .map(|t| t.with_timezone(&Utc));
+    let files = blobs.iter().map(|(path, blob, _)| (path.clone(), *blob)).collect();
+    Ok(LoadedSite { site: Site { files, expires_at }, blobs })
 }
 
-/// Sites by tree id, bounded by the bytes of their files; the oldest
-/// loaded goes first.
-struct SiteCache {
-    by_tree: HashMap<ObjectId, Arc<Site>>,
+fn asset(path: &str, blob: ObjectId, body: Vec<u8>) -> Asset {
+    Asset {
+        content_type: content_type(path),
+        etag: HeaderValue::from_str(&format!("\"{blob}\""))
+            .expect("a hex id is a valid header value"),
+        body: Bytes::from(body),
+        gzip: OnceLock::new(),
+        brotli: OnceLock::new(),
+    }
+}
+
+/// Files by blob id, bounded in bytes (a file's compressed forms, made on
+/// first use, add up to about half again); the oldest loaded goes first.
+/// Sites with the same file (every site of a layout has the same
+/// `script.js`) share one entry.
+struct AssetCache {
+    by_blob: HashMap<ObjectId, Arc<Asset>>,
     order: VecDeque<ObjectId>,
     bytes: u64,
     limit: u64,
 }
 
-impl SiteCache {
-    fn insert(&mut self, tree: ObjectId, site: Arc<Site>) {
-        self.bytes += site.bytes;
-        if self.by_tree.insert(tree, site).is_none() {
-            self.order.push_back(tree);
+impl AssetCache {
+    fn insert(&mut self, blob: ObjectId, asset: Arc<Asset>) {
+        if self.by_blob.contains_key(&blob) {
+            return;
         }
+        self.bytes += asset.body.len() as u64;
+        self.by_blob.insert(blob, asset);
+        self.order.push_back(blob);
         while self.bytes > self.limit && self.order.len() > 1 {
             let Some(old) = self.order.pop_front() else { break };
-            if let Some(gone) = self.by_tree.remove(&old) {
-                self.bytes -= gone.bytes;
+            if let Some(gone) = self.by_blob.remove(&old) {
+                self.bytes -= gone.body.len() as u64;
             }
         }
     }
 }
+
+/// Site file lists by tree id, and their load order for eviction.
+type SiteMap = (HashMap<ObjectId, Arc<Site>>, VecDeque<ObjectId>);
+
+/// Most sites whose file lists are kept (a few hundred bytes each).
+const MAX_SITES: usize = 50_000;
 
 /// Prometheus figures.
 #[derive(Default)]
@@ -250,7 +263,8 @@ const BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
 struct Shared {
     opts: Options,
     head: RwLock<Arc<Head>>,
-    sites: Mutex<SiteCache>,
+    sites: Mutex<SiteMap>,
+    assets: Mutex<AssetCache>,
     reader: Mutex<std::sync::mpsc::Sender<ReaderRequest>>,
     metrics: Metrics,
     not_found: Bytes,
@@ -287,16 +301,43 @@ impl Shared {
     }
 
     async fn site(&self, tree: ObjectId, id: &str) -> Result<Arc<Site>, ServeError> {
-        if let Some(site) =
-            self.sites.lock().expect("cache lock is never poisoned").by_tree.get(&tree)
-        {
+        if let Some(site) = self.sites.lock().expect("cache lock is never poisoned").0.get(&tree) {
             return Ok(Arc::clone(site));
         }
-        let site = Arc::new(
-            self.ask(|reply| ReaderRequest::Site { tree, id: id.to_string(), reply }).await??,
-        );
-        self.sites.lock().expect("cache lock is never poisoned").insert(tree, Arc::clone(&site));
+        let loaded =
+            self.ask(|reply| ReaderRequest::Site { tree, id: id.to_string(), reply }).await??;
+        {
+            let mut assets = self.assets.lock().expect("cache lock is never poisoned");
+            for (path, blob, body) in loaded.blobs {
+                if !assets.by_blob.contains_key(&blob) {
+                    assets.insert(blob, Arc::new(asset(&path, blob, body)));
+                }
+            }
+        }
+        let site = Arc::new(loaded.site);
+        let mut sites = self.sites.lock().expect("cache lock is never poisoned");
+        if sites.0.insert(tree, Arc::clone(&site)).is_none() {
+            sites.1.push_back(tree);
+        }
+        while sites.1.len() > MAX_SITES {
+            if let Some(old) = sites.1.pop_front() {
+                sites.0.remove(&old);
+            }
+        }
         Ok(site)
+    }
+
+    /// A file by blob id: from the cache, or read again if it was evicted.
+    async fn asset(&self, path: &str, blob: ObjectId) -> Result<Arc<Asset>, ServeError> {
+        if let Some(a) =
+            self.assets.lock().expect("cache lock is never poisoned").by_blob.get(&blob)
+        {
+            return Ok(Arc::clone(a));
+        }
+        let body = self.ask(|reply| ReaderRequest::Blob { id: blob, reply }).await??;
+        let a = Arc::new(asset(path, blob, body));
+        self.assets.lock().expect("cache lock is never poisoned").insert(blob, Arc::clone(&a));
+        Ok(a)
     }
 }
 
@@ -331,8 +372,9 @@ pub async fn serve_on(
             commit_time: None,
             sites: HashMap::new(),
         })),
-        sites: Mutex::new(SiteCache {
-            by_tree: HashMap::new(),
+        sites: Mutex::new((HashMap::new(), VecDeque::new())),
+        assets: Mutex::new(AssetCache {
+            by_blob: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
             limit: opts.cache_bytes,
@@ -654,12 +696,12 @@ async fn respond(shared: &Shared, req: &Request<Incoming>, host: &str) -> Respon
                 let page = shared.gone.replace("{date}", &expired.format("%Y-%m-%d").to_string());
                 return html(StatusCode::GONE, Bytes::from(page));
             }
-            serve_file(shared, req, &head, &site, &path, &mount)
+            serve_file(shared, req, &head, &site, &path, &mount).await
         }
     }
 }
 
-fn serve_file(
+async fn serve_file(
     shared: &Shared,
     req: &Request<Incoming>,
     head: &Head,
@@ -677,7 +719,7 @@ fn serve_file(
     } else {
         path.to_string()
     };
-    let Some(asset) = site.files.get(&file) else {
+    let Some(blob) = site.files.get(&file).copied() else {
         if site.files.contains_key(&format!("{file}/index.html")) {
             return redirect(&format!("{mount}/{file}/{query}"));
         }
@@ -687,6 +729,13 @@ fn serve_file(
             return plain(StatusCode::NO_CONTENT, "");
         }
         return html(StatusCode::NOT_FOUND, shared.not_found.clone());
+    };
+    let asset = match shared.asset(&file, blob).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(file = %file, "{e}");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
     };
     let headers = req.headers();
     let mut r = Response::new(Full::new(Bytes::new()));
