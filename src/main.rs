@@ -81,6 +81,24 @@ enum Command {
         /// Project ids (default: every site).
         ids: Vec<String>,
     },
+    /// Remove expired prototypes from the branch (one commit) and delete personal data older
+    /// than prune.retention_days; then purge the history if prune.purge_history is set.
+    Prune {
+        /// Report what would be done, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune as if it were this time (RFC 3339, e.g. 2026-12-31T03:00:00Z); default: now.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+    },
+    /// Give a prototype a new expiry, N days from now (metadata and page banner).
+    Extend {
+        /// Project id of the site.
+        id: String,
+        /// Days from now until it expires.
+        #[arg(long)]
+        days: u32,
+    },
     /// Build the bundled examples in a new temporary site repo, offline, then serve them.
     Demo {
         /// Where to create the demo repo (default: a new temp directory).
@@ -95,6 +113,9 @@ enum Command {
         /// Don't run the builder in this process.
         #[arg(long)]
         no_build: bool,
+        /// Don't run the pruner in this process.
+        #[arg(long)]
+        no_prune: bool,
         /// Serve as if the time were this (RFC 3339), to check expiry.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
@@ -226,10 +247,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, no_serve } => demo(dir, no_serve),
-        Command::Serve { no_build, now } => {
+        Command::Prune { dry_run, now } => {
             let now = now.map(|t| parse_time("--now", &t)).transpose()?;
-            serve(repo, cli.config.clone(), !no_build, now, None)
+            prune(&open()?, dry_run, now.unwrap_or_else(chrono::Utc::now))
+        }
+        Command::Extend { id, days } => {
+            let ws = open()?;
+            let at = protoforge::prune::extend(&ws, &id, days, chrono::Utc::now())?;
+            println!(
+                "extended {id}: it now expires on {} ({})",
+                at.format("%Y-%m-%d"),
+                builder::rfc3339(at)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, no_serve } => demo(dir, no_serve),
+        Command::Serve { no_build, no_prune, now } => {
+            let now = now.map(|t| parse_time("--now", &t)).transpose()?;
+            serve(repo, cli.config.clone(), !no_build, !no_prune, now, None)
         }
     }
 }
@@ -401,6 +436,18 @@ fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
     }
 }
 
+/// `protoforge prune`: one pass, then the history purge if configured, under
+/// one builder lock.
+fn prune(ws: &Workspace, dry_run: bool, now: chrono::DateTime<chrono::Utc>) -> Result<ExitCode> {
+    use protoforge::prune;
+    let _lock = ws.lock()?;
+    println!("{}", prune::prune_locked(ws, now, dry_run)?);
+    if ws.config.prune.purge_history && !dry_run {
+        println!("{}", prune::purge_history_locked(ws)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// An RFC 3339 time from a command-line flag.
 fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
@@ -416,6 +463,7 @@ fn serve(
     repo: PathBuf,
     config: Option<PathBuf>,
     build: bool,
+    prune: bool,
     now: Option<chrono::DateTime<chrono::Utc>>,
     announce: Option<Vec<String>>,
 ) -> Result<ExitCode> {
@@ -447,6 +495,17 @@ fn serve(
             })
             .expect("the OS can start a thread")
     });
+    // The pruner too: it sleeps until the schedule's next time, then makes
+    // one pass (and the purge, if configured). A pass is crash-safe, so a
+    // shutdown simply stops the wait.
+    let pruner = prune.then(|| {
+        let stop = Arc::clone(&stop);
+        let (repo, config) = (repo.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("pruner".into())
+            .spawn(move || prune_on_schedule(&repo, config.as_deref(), &stop, now))
+            .expect("the OS can start a thread")
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -472,8 +531,67 @@ fn serve(
     if let Some(handle) = builder {
         let _ = handle.join();
     }
+    if let Some(handle) = pruner {
+        let _ = handle.join();
+    }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The pruner's loop in `serve`, until `stop`. With a fixed `now` (tests)
+/// it prunes once at start, as of that time.
+fn prune_on_schedule(
+    repo: &Path,
+    config: Option<&Path>,
+    stop: &std::sync::atomic::AtomicBool,
+    fixed_now: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    use std::sync::atomic::Ordering;
+    let ws = match Workspace::open(repo, config) {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::error!("the pruner cannot start: {e:#}");
+            return;
+        }
+    };
+    let schedule = ws.config.prune.schedule.clone();
+    let mut first = fixed_now.is_some();
+    while !stop.load(Ordering::Relaxed) {
+        let now = fixed_now.unwrap_or_else(chrono::Utc::now);
+        if !first {
+            let next = match protoforge::prune::next_run(&schedule, chrono::Utc::now()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!("the pruner stops: {e}");
+                    return;
+                }
+            };
+            tracing::info!(next = %builder::rfc3339(next), "next prune");
+            // Wake every second to notice a shutdown.
+            while chrono::Utc::now() < next {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        first = false;
+        // The builder thread holds the builder lock; both commit by
+        // compare-and-swap, so the pruner runs beside it.
+        match protoforge::prune::prune_locked(&ws, now, false) {
+            Ok(report) => tracing::info!("{}", report.to_string().replace('\n', "; ")),
+            Err(e) => tracing::error!("prune: {e}"),
+        }
+        if ws.config.prune.purge_history {
+            match protoforge::prune::purge_history_locked(&ws) {
+                Ok(report) => tracing::info!("{}", report.to_string().replace('\n', "; ")),
+                Err(e) => tracing::error!("purge: {e}"),
+            }
+        }
+        if fixed_now.is_some() {
+            return;
+        }
+    }
 }
 
 /// SIGTERM or SIGINT.
@@ -547,7 +665,7 @@ fn demo(dir: Option<PathBuf>, no_serve: bool) -> Result<ExitCode> {
         .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     drop(ws);
-    serve(dir, None, true, None, Some(ids))
+    serve(dir, None, true, true, None, Some(ids))
 }
 
 /// Log lines, for logs and pipes.

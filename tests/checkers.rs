@@ -237,7 +237,9 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_protoforge"))
         .current_dir(&repo)
-        .args(["serve", "--no-build"])
+        .args(["serve", "--no-build", "--no-prune"])
+        // The test's own switch is not a config key.
+        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
         .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

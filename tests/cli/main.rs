@@ -7,5 +7,6 @@ mod build;
 mod commands;
 mod crash;
 mod invalid;
+mod prune;
 mod serve;
 mod watch;

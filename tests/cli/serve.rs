@@ -212,7 +212,8 @@ fn traversal_and_encoding_attacks_read_nothing_outside_the_site() {
 #[test]
 fn an_expired_site_answers_410_at_once() {
     let (repo, ids) = repo_with_sites(1);
-    let server = Server::start(&repo, &["--no-build", "--now", "2099-01-01T00:00:00Z"]);
+    let server =
+        Server::start(&repo, &["--no-build", "--no-prune", "--now", "2099-01-01T00:00:00Z"]);
     let r = get(server.port, &format!("{}.localhost", ids[0]), "/");
     assert_eq!(r.status, 410);
     assert!(r.text().contains("This prototype expired on 20"), "{}", r.text());
@@ -334,4 +335,29 @@ fn slow_and_idle_clients_are_cut_off() {
     assert!(t.is_some(), "an idle keep-alive connection was not closed");
     // The server is still fine.
     assert_eq!(get(server.port, &format!("{}.localhost", ids[0]), "/").status, 200);
+}
+
+#[test]
+fn the_pruner_in_serve_removes_expired_sites_and_they_stop_being_served() {
+    let (repo, ids) = repo_with_sites(1);
+    let host = format!("{}.localhost", ids[0]);
+    // As of 2099 the site is expired: the pruner's first pass removes it,
+    // and the server, on the next commit, answers 404 instead of 410.
+    let server = Server::start(&repo, &["--no-build", "--now", "2099-01-01T00:00:00Z"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !repo.sites().is_empty() {
+        assert!(Instant::now() < deadline, "the pruner did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(server.port, &host, "/").status != 404 {
+        assert!(Instant::now() < deadline, "the pruned site is still served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        repo.git(&["log", "-1", "--format=%B", "prototypes"])
+            .contains(&format!("Pruned: {}", ids[0]))
+    );
+    assert!(server.stop());
+    repo.fsck();
 }
