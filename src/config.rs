@@ -151,7 +151,7 @@ impl Default for ServeConfig {
             header_read_timeout_secs: 10,
             keep_alive_secs: 30,
             max_header_bytes: 16 * 1024,
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             refresh_ms: 500,
             list_sites: false,
         }

@@ -516,6 +516,27 @@ impl Snapshot {
         }
     }
 
+    /// Every file under the tree `tree`, recursively, as (relative path, blob id), sorted by
+    /// path, without reading the files.
+    pub fn tree_listing(&self, tree: ObjectId) -> Result<Vec<(String, ObjectId)>, PublishError> {
+        let mut out = Vec::new();
+        let mut pending = vec![(String::new(), tree)];
+        while let Some((prefix, tree)) = pending.pop() {
+            let data = self.trees.get(&self.repo, tree)?;
+            for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
+                let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
+                let rel = format!("{prefix}{}", entry.filename);
+                if entry.mode.is_tree() {
+                    pending.push((rel + "/", entry.oid.to_owned()));
+                } else if is_file(entry.mode.kind()) {
+                    out.push((rel, entry.oid.to_owned()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     /// The bytes of the blob `id` (blobs are immutable: a reader may cache by id).
     pub fn blob(&self, id: ObjectId) -> Result<Vec<u8>, PublishError> {
         self.read_blob(id, &format!("blob {id}"))

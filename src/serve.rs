@@ -122,56 +122,61 @@ struct Site {
     expires_at: Option<DateTime<Utc>>,
 }
 
-/// A site as the reader thread loads it: the files' bytes come along, so
-/// that a first request costs one round trip.
-struct LoadedSite {
-    site: Site,
-    blobs: Vec<(String, ObjectId, Vec<u8>)>,
-}
-
 enum ReaderRequest {
     Head { known: Option<ObjectId>, reply: oneshot::Sender<Result<Option<Head>, PublishError>> },
-    Site { tree: ObjectId, id: String, reply: oneshot::Sender<Result<LoadedSite, PublishError>> },
+    Site { tree: ObjectId, reply: oneshot::Sender<Result<Site, PublishError>> },
     Blob { id: ObjectId, reply: oneshot::Sender<Result<Vec<u8>, PublishError>> },
 }
 
-/// The thread that owns the gix repository.
+/// Reader threads, each with its own gix repository (one isn't `Send`),
+/// taking requests from one queue: a slow read (a cold site) doesn't hold
+/// up the others.
+const READERS: usize = 3;
+
 fn spawn_reader(opts: &Options) -> Result<std::sync::mpsc::Sender<ReaderRequest>, ServeError> {
     let identity = || Identity { name: "protoforge".into(), email: "protoforge@localhost".into() };
     // Open once here so that a bad repo fails `serve` at start, not later.
     Store::open(&opts.repo, &opts.branch, identity(), identity())?;
     let (tx, rx) = std::sync::mpsc::channel::<ReaderRequest>();
-    let (repo, branch) = (opts.repo.clone(), opts.branch.clone());
-    std::thread::Builder::new()
-        .name("git-reader".into())
-        .spawn(move || {
-            let store = match Store::open(&repo, &branch, identity(), identity()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("git reader: {e}");
-                    return;
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..READERS {
+        let (repo, branch, rx) = (opts.repo.clone(), opts.branch.clone(), Arc::clone(&rx));
+        std::thread::Builder::new()
+            .name(format!("git-reader-{n}"))
+            .spawn(move || {
+                let store = match Store::open(&repo, &branch, identity(), identity()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("git reader: {e}");
+                        return;
+                    }
+                };
+                loop {
+                    // Hold the queue only to take one request.
+                    let request = match rx.lock().expect("queue lock is never poisoned").recv() {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    };
+                    match request {
+                        ReaderRequest::Head { known, reply } => {
+                            let _ = reply.send(read_head(&store, known));
+                        }
+                        ReaderRequest::Site { tree, reply } => {
+                            let _ = reply.send(read_site(&store, tree));
+                        }
+                        ReaderRequest::Blob { id, reply } => {
+                            let _ = reply.send(store.snapshot().and_then(|s| s.blob(id)));
+                        }
+                    }
                 }
-            };
-            while let Ok(request) = rx.recv() {
-                match request {
-                    ReaderRequest::Head { known, reply } => {
-                        let _ = reply.send(read_head(&store, known));
-                    }
-                    ReaderRequest::Site { tree, id, reply } => {
-                        let _ = reply.send(read_site(&store, tree, &id));
-                    }
-                    ReaderRequest::Blob { id, reply } => {
-                        let _ = reply.send(store.snapshot().and_then(|s| s.blob(id)));
-                    }
-                }
-            }
-        })
-        .map_err(|e| {
-            ServeError::Publish(PublishError::Corrupt {
-                repo: opts.repo.clone(),
-                what: format!("cannot start the git reader thread: {e}"),
             })
-        })?;
+            .map_err(|e| {
+                ServeError::Publish(PublishError::Corrupt {
+                    repo: opts.repo.clone(),
+                    what: format!("cannot start a git reader thread: {e}"),
+                })
+            })?;
+    }
     Ok(tx)
 }
 
@@ -188,17 +193,21 @@ fn read_head(store: &Store, known: Option<ObjectId>) -> Result<Option<Head>, Pub
     Ok(Some(Head { commit: snapshot.commit_id(), commit_time, sites }))
 }
 
-fn read_site(store: &Store, tree: ObjectId, id: &str) -> Result<LoadedSite, PublishError> {
+/// A site's file list and expiry: the listing of its tree and its
+/// `metadata.json`; the files themselves are read when asked for.
+fn read_site(store: &Store, tree: ObjectId) -> Result<Site, PublishError> {
     let snapshot = store.snapshot()?;
-    let blobs = snapshot.tree_files(tree, &format!("sites/{id}"))?;
-    let expires_at = blobs
-        .iter()
-        .find(|(path, _, _)| path == "metadata.json")
-        .and_then(|(_, _, body)| serde_json::from_slice::<serde_json::Value>(body).ok())
-        .and_then(|v| v["expires_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()))
-        .map(|t| t.with_timezone(&Utc));
-    let files = blobs.iter().map(|(path, blob, _)| (path.clone(), *blob)).collect();
-    Ok(LoadedSite { site: Site { files, expires_at }, blobs })
+    let files: HashMap<String, ObjectId> = snapshot.tree_listing(tree)?.into_iter().collect();
+    let expires_at = match files.get("metadata.json") {
+        Some(blob) => serde_json::from_slice::<serde_json::Value>(&snapshot.blob(*blob)?)
+            .ok()
+            .and_then(|v| {
+                v["expires_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            })
+            .map(|t| t.with_timezone(&Utc)),
+        None => None,
+    };
+    Ok(Site { files, expires_at })
 }
 
 fn asset(path: &str, blob: ObjectId, body: Vec<u8>) -> Asset {
@@ -300,21 +309,11 @@ impl Shared {
         Ok(())
     }
 
-    async fn site(&self, tree: ObjectId, id: &str) -> Result<Arc<Site>, ServeError> {
+    async fn site(&self, tree: ObjectId) -> Result<Arc<Site>, ServeError> {
         if let Some(site) = self.sites.lock().expect("cache lock is never poisoned").0.get(&tree) {
             return Ok(Arc::clone(site));
         }
-        let loaded =
-            self.ask(|reply| ReaderRequest::Site { tree, id: id.to_string(), reply }).await??;
-        {
-            let mut assets = self.assets.lock().expect("cache lock is never poisoned");
-            for (path, blob, body) in loaded.blobs {
-                if !assets.by_blob.contains_key(&blob) {
-                    assets.insert(blob, Arc::new(asset(&path, blob, body)));
-                }
-            }
-        }
-        let site = Arc::new(loaded.site);
+        let site = Arc::new(self.ask(|reply| ReaderRequest::Site { tree, reply }).await??);
         let mut sites = self.sites.lock().expect("cache lock is never poisoned");
         if sites.0.insert(tree, Arc::clone(&site)).is_none() {
             sites.1.push_back(tree);
@@ -685,7 +684,7 @@ async fn respond(shared: &Shared, req: &Request<Incoming>, host: &str) -> Respon
             let Some(tree) = head.sites.get(&id).copied() else {
                 return html(StatusCode::NOT_FOUND, shared.not_found.clone());
             };
-            let site = match shared.site(tree, &id).await {
+            let site = match shared.site(tree).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(site = %id, "{e}");
