@@ -292,6 +292,19 @@ impl Store {
         }
         let tree = writer.write_dir(root, "")?.expect("the root tree is always written");
 
+        let (commit, committer) = self.write_commit(message, tree, expected_head, "the commit")?;
+        self.move_branch(expected_head, commit, message, &committer)?;
+        Ok(commit)
+    }
+
+    /// Write a commit object (author and committer stamped now) without moving any ref.
+    fn write_commit(
+        &self,
+        message: &str,
+        tree: ObjectId,
+        parents: impl IntoIterator<Item = ObjectId>,
+        what: &str,
+    ) -> Result<(ObjectId, gix::actor::Signature), PublishError> {
         let now = gix::date::Time::now_local_or_utc();
         let author = signature(&self.author, now);
         let committer = signature(&self.committer, now);
@@ -303,16 +316,15 @@ impl Store {
                 author.to_ref(&mut author_time),
                 message,
                 tree,
-                expected_head,
+                parents,
             )
             .map_err(|cause| PublishError::WriteObject {
                 repo: self.repo_path.clone(),
-                what: format!("the commit for branch {:?}", self.branch),
+                what: format!("{what} for branch {:?}", self.branch),
                 cause,
             })?
             .id;
-        self.move_branch(expected_head, commit, message, &committer)?;
-        Ok(commit)
+        Ok((commit, committer))
     }
 
     /// Replace the branch's history with one new root commit (no parents) holding the tree of
@@ -334,25 +346,8 @@ impl Store {
             return Err(PublishError::Conflict { expected: Some(expected), actual });
         }
         let tree = commit_tree(&self.repo, expected)?;
-        let now = gix::date::Time::now_local_or_utc();
-        let author = signature(&self.author, now);
-        let committer = signature(&self.committer, now);
-        let (mut author_time, mut committer_time) = Default::default();
-        let commit = self
-            .repo
-            .new_commit_as(
-                committer.to_ref(&mut committer_time),
-                author.to_ref(&mut author_time),
-                message,
-                tree,
-                std::iter::empty::<ObjectId>(),
-            )
-            .map_err(|cause| PublishError::WriteObject {
-                repo: self.repo_path.clone(),
-                what: format!("the root commit for branch {:?}", self.branch),
-                cause,
-            })?
-            .id;
+        let (commit, committer) =
+            self.write_commit(message, tree, std::iter::empty(), "the root commit")?;
         self.move_branch(Some(expected), commit, message, &committer)?;
         Ok(commit)
     }
