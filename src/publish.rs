@@ -477,24 +477,13 @@ impl Snapshot {
         tree: ObjectId,
         label: &str,
     ) -> Result<Vec<(String, ObjectId, Vec<u8>)>, PublishError> {
-        let mut out = Vec::new();
-        let mut pending = vec![(String::new(), tree)];
-        while let Some((prefix, tree)) = pending.pop() {
-            let data = self.trees.get(&self.repo, tree)?;
-            for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
-                let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
-                let rel = format!("{prefix}{}", entry.filename);
-                if entry.mode.is_tree() {
-                    pending.push((rel + "/", entry.oid.to_owned()));
-                } else if is_file(entry.mode.kind()) {
-                    let id = entry.oid.to_owned();
-                    let bytes = self.read_blob(id, &format!("{label}/{rel}"))?;
-                    out.push((rel, id, bytes));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        self.tree_listing(tree)?
+            .into_iter()
+            .map(|(rel, id)| {
+                let bytes = self.read_blob(id, &format!("{label}/{rel}"))?;
+                Ok((rel, id, bytes))
+            })
+            .collect()
     }
 
     /// Read the blob at the slash path `path` below the tree `tree` (an id from
