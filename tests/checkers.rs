@@ -115,30 +115,18 @@ fn every_page_and_stylesheet_passes_the_w3c_checker() {
         panic!("vnu printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr))
     });
     let messages = report["messages"].as_array().unwrap();
-    let errors: Vec<String> = messages
-        .iter()
-        .filter(|m| m["type"] == "error" || m["type"] == "non-document-error")
-        .map(|m| {
-            format!(
-                "{}:{}: {}",
-                m["url"].as_str().unwrap_or(""),
-                m["lastLine"],
-                m["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    let warnings: Vec<String> = messages
-        .iter()
-        .filter(|m| m["subType"] == "warning")
-        .map(|m| {
-            format!(
-                "{}:{}: {}",
-                m["url"].as_str().unwrap_or(""),
-                m["lastLine"],
-                m["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let describe = |keep: &dyn Fn(&serde_json::Value) -> bool| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|m| keep(m))
+            .map(|m| {
+                let url = m["url"].as_str().unwrap_or("");
+                format!("{url}:{}: {}", m["lastLine"], m["message"].as_str().unwrap_or(""))
+            })
+            .collect()
+    };
+    let errors = describe(&|m| m["type"] == "error" || m["type"] == "non-document-error");
+    let warnings = describe(&|m| m["subType"] == "warning");
     eprintln!("vnu: {} files, {} errors, {} warnings", files.len(), errors.len(), warnings.len());
     assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
     assert!(warnings.is_empty(), "the W3C checker warns:\n{}", warnings.join("\n"));
