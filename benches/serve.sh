@@ -4,7 +4,7 @@
 #
 #   benches/serve.sh [N]      N submissions on the branch (default 10000)
 #
-# Environment: DURATION (wrk -d, default 20s), CONNS (default 64),
+# Environment: REPO (reuse a site repo kept from an earlier run), DURATION (wrk -d, default 20s), CONNS (default 64),
 # ROUNDS (A/B rounds per scenario, default 2, ordered ABBA...),
 # PIN (1: servers on CPU 1, wrk on CPU 0; default 1 when there are 2+ CPUs),
 # PF_LOG (protoforge's PROTOFORGE_LOG, default warn), KEEP=1 keeps the temp dir,
@@ -67,8 +67,12 @@ echo "== protoforge serve benchmark: $n sites, wrk -c$conns -d$duration, $rounds
 echo "   machine: $cpus CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise)"
 echo "   binary: $bin ($(git log -1 --format=%h 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ', with uncommitted changes'))"
 
-# 2. The site repo: N varied submissions and one with a ~100 KB PNG.
-repo=$work/repo
+# 2. The site repo: N varied submissions and one with a ~100 KB PNG
+# (REPO=dir reuses a repo an earlier run built with KEEP=1).
+repo=${REPO:-$work/repo}
+if [ -n "${REPO:-}" ] && git -C "$repo" rev-parse -q --verify prototypes >/dev/null; then
+  echo "reusing $repo"
+else
 "$bin" init "$repo" >/dev/null
 python3 - "$repo/inbox" "$n" <<'PY'
 import json, os, random, struct, sys, zlib
@@ -131,9 +135,10 @@ build_rc=0
 "$bin" -C "$repo" build --once >"$work/build.out" 2>"$work/build.err" || build_rc=$?
 echo "build --once over $((n + 1)) submissions: $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}') s, exit $build_rc"
 [ "$build_rc" -eq 0 ] || { echo "   (last lines of stderr:)"; tail -n 3 "$work/build.err" | sed 's/^/   /'; }
+fi
 git -C "$repo" ls-tree --name-only prototypes sites/ | sed 's|^sites/||' >"$work/ids"
 sites=$(wc -l <"$work/ids")
-echo "sites on the branch: $sites"
+echo "sites on the branch: $sites; .git/objects: $(du -sh "$repo/.git/objects" | cut -f1) ($(git -C "$repo" count-objects -v | awk '/^count:/ {l=$2} /^in-pack:/ {p=$2} END {print l " loose, " p " packed"}'))"
 
 big_path=$(git -C "$repo" ls-tree -r --name-only prototypes sites/ | grep '/assets/images/photo\.png$' | head -n 1 || true)
 [ -n "$big_path" ] || { echo "the photo site was not built; see $work/build.err" >&2; KEEP=1; exit 2; }
@@ -205,7 +210,12 @@ http {
 EOF
 
 server_cpu=() wrk_cpu=()
-if [ "$pin" = 1 ]; then server_cpu=(taskset -c 1) wrk_cpu=(taskset -c 0); fi
+# One wrk thread per CPU it has: two threads on one pinned CPU preempt each
+# other, and a request waiting out the other's 4 ms time slice showed up as
+# a ~4.3 ms p99 for whichever server made wrk busier (measured: with -t1 the
+# same servers gave p99s of 1.0-1.6 ms and 2.1-2.4 ms).
+wrk_threads=2
+if [ "$pin" = 1 ]; then server_cpu=(taskset -c 1) wrk_cpu=(taskset -c 0) wrk_threads=1; fi
 
 # 4. Both servers.
 "${server_cpu[@]}" "$nginx_bin" -c "$work/nginx.conf" -e "$work/nginx-error.log" &
@@ -292,7 +302,7 @@ run() {
   local scen=$1 server=$2 port out t0 c0 c1 t1 rps p99 non2xx sockerr cpu wcpu
   local -a pids
   if [ "$server" = protoforge ]; then port=$pf_port pids=("$pf_pid"); else port=$ngx_port pids=("$ngx_pid"); fi
-  local args=(-t2 "-c$conns" "-d$duration" --latency)
+  local args=("-t$wrk_threads" "-c$conns" "-d$duration" --latency)
   case $scen in
     index) args+=(-H "Host: $idx_id.localhost" "http://127.0.0.1:$port/") ;;
     index-gzip) args+=(-H "Host: $idx_id.localhost" -H "Accept-Encoding: gzip" "http://127.0.0.1:$port/") ;;
@@ -317,7 +327,7 @@ run() {
 
 # 5. A/B, alternating the order each round (ABBA...) so drift hits both alike.
 echo
-echo "wrk -t2 -c$conns -d$duration --latency (p99 in ms; CPU = CPU time / wall, 100% = one core)"
+echo "wrk -t$wrk_threads -c$conns -d$duration --latency (p99 in ms; CPU = CPU time / wall, 100% = one core)"
 printf '  %-10s %-10s %10s %9s %8s %8s %8s  %s\n' scenario server req/s p99-ms "srv CPU" "wrk CPU" non-2xx "socket errors"
 : >"$work/results"; : >"$work/rss"
 for scen in ${SCENARIOS:-index index-gzip png all-sites}; do
@@ -342,6 +352,7 @@ awk '{ k=$1; s=$2; n[k,s]++; r[k,s]+=$3; p[k,s]+=$4; if (!(k in seen)) { seen[k]
 # 6. Memory, and what protoforge said and counted.
 echo
 echo "protoforge with $sites sites on the branch, after the runs: VmRSS $(mib "$(rss "$pf_pid" VmRSS)"), VmHWM $(mib "$(rss "$pf_pid" VmHWM)")"
+echo "  of which RssAnon $(mib "$(rss "$pf_pid" RssAnon)") (heap: caches, site lists) and RssFile $(mib "$(rss "$pf_pid" RssFile)") (the binary, and the pack files gix maps: page cache the kernel can drop)"
 echo "  VmRSS after each run: $(while read -r k; do printf '%s ' "$(awk -v k="$k" 'BEGIN{printf "%.0f", k/1024}')"; done <"$work/rss")MiB"
 ngx_rss=0
 for p in "$ngx_pid" $(pgrep -P "$ngx_pid" || true); do ngx_rss=$((ngx_rss + $(rss "$p" VmRSS))); done

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, Config, ConfigError};
 use crate::finalize::{self, Direction, PageOptions};
 use crate::inbox::{Inbox, InboxError, Job};
-use crate::publish::{Identity, PublishError, Snapshot, Store, TreeEdit};
+use crate::publish::{Housekeeping, Identity, PublishError, Snapshot, Store, TreeEdit};
 use crate::stages::{self, StageRecord};
 use crate::submission::{is_project_id, is_sha256};
 use crate::templates::{Layouts, TemplateError};
@@ -97,6 +97,11 @@ impl Workspace {
             identity(&config.committer),
         )?;
         Ok(Workspace { root: root.into(), config, inbox, layouts, store })
+    }
+
+    /// Background packing of this repo's objects, as configured.
+    pub fn housekeeping(&self) -> Housekeeping {
+        Housekeeping::new(&self.root, self.config.builder.gc_auto)
     }
 
     /// Take the per-repo builder lock; held until the returned file drops.
@@ -816,6 +821,7 @@ pub fn run_once(
     let pending: Vec<&Job> = scan.pending().collect();
     progress.start(pending.len());
     let mut reports = Vec::new();
+    let mut housekeeping = ws.housekeeping();
     for job in pending {
         progress.job_started(job);
         let start = Instant::now();
@@ -823,7 +829,12 @@ pub fn run_once(
         let report = JobReport { file: job.file_name(), outcome, duration: start.elapsed() };
         progress.job_done(&report);
         reports.push(report);
+        housekeeping.committed();
     }
+    if !reports.is_empty() {
+        housekeeping.start();
+    }
+    housekeeping.finish();
     progress.finish();
     Ok((scan, reports))
 }
@@ -856,6 +867,8 @@ pub fn watch(
     let rescan_every = Duration::from_secs(ws.config.builder.rescan_interval_secs);
     tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
     let mut scanner = Scanner { min_age: Some(debounce), ..Scanner::default() };
+    let mut housekeeping = ws.housekeeping();
+    let mut built_since_gc = false;
     while !stop() {
         let mut wait = rescan_every;
         match scanner.scan(ws, true) {
@@ -872,6 +885,8 @@ pub fn watch(
                                 duration: start.elapsed(),
                             };
                             progress.job_done(&report);
+                            housekeeping.committed();
+                            built_since_gc = true;
                             if !deferred {
                                 // Rescan at once: an older submission may have arrived meanwhile.
                                 continue;
@@ -886,6 +901,9 @@ pub fn watch(
                 } else if scan.skipped > 0 {
                     // A file still being written: look again soon.
                     wait = debounce.max(Duration::from_millis(50));
+                } else if std::mem::take(&mut built_since_gc) {
+                    // The queue is empty: a good time to pack.
+                    housekeeping.start();
                 }
             }
             Err(e) => tracing::error!(
@@ -917,11 +935,13 @@ pub fn watch(
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    housekeeping.finish();
                     return Err(BuildError::Watch("the file watcher stopped".into()));
                 }
             }
         }
     }
+    housekeeping.finish();
     Ok(())
 }
 

@@ -99,6 +99,9 @@ pub struct BuilderConfig {
     pub max_attempts: u32,
     /// Wait before the second try; doubles for each further one.
     pub retry_backoff_ms: u64,
+    /// Loose objects past which `git gc --auto` packs them (its `gc.auto`);
+    /// 0 turns the packing off.
+    pub gc_auto: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +180,7 @@ impl Default for BuilderConfig {
             rescan_interval_secs: 30,
             max_attempts: 3,
             retry_backoff_ms: 200,
+            gc_auto: 2000,
         }
     }
 }
@@ -597,6 +601,10 @@ builder:
   max_attempts: {attempts}
   # Wait before the second try (ms); doubles for each further one.
   retry_backoff_ms: {backoff}
+  # Every commit leaves loose objects, the flat sites tree alone about 47
+  # bytes a site; past this many, `git gc --auto` packs them in the
+  # background (needs git on PATH). 0: never.
+  gc_auto: {gc_auto}
 
 limits:
   # Largest submission file accepted (bytes).
@@ -654,6 +662,7 @@ prune:
         rescan = d.builder.rescan_interval_secs,
         attempts = d.builder.max_attempts,
         backoff = d.builder.retry_backoff_ms,
+        gc_auto = d.builder.gc_auto,
         max_sub = d.limits.max_submission_bytes,
         max_att = d.limits.max_attachment_bytes,
         max_atts = d.limits.max_attachments,

@@ -302,6 +302,12 @@ pub fn prune_locked(
     report.removed_failures = branch_plan.failures;
     report.warnings.extend(branch_plan.warnings);
     report.duration = start.elapsed();
+    if report.commit.is_some() {
+        // The removal commit rewrote the big `sites` tree once more.
+        let mut housekeeping = ws.housekeeping();
+        housekeeping.start();
+        housekeeping.finish();
+    }
     if !report.is_empty() {
         tracing::info!(
             dry_run,
@@ -767,6 +773,8 @@ pub struct PurgeReport {
     /// Old commits kept because the commit-graph file lists them (git
     /// checks that they exist); `git gc` drops them.
     pub commits_in_graph: usize,
+    /// `git gc --prune=now` ran to drop what packs and the commit-graph kept.
+    pub repacked: bool,
     /// Size of `.git/objects` before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -799,14 +807,21 @@ impl fmt::Display for PurgeReport {
             self.bytes_after,
             reclaimed
         )?;
-        if self.objects_packed > 0 {
+        if self.repacked {
+            writeln!(
+                f,
+                "`git gc --prune=now` repacked the store, dropping the old history's {} in packs and {} in the commit-graph.",
+                plural(self.objects_packed, "object", "objects"),
+                plural(self.commits_in_graph, "commit", "commits")
+            )?;
+        } else if self.objects_packed > 0 {
             writeln!(
                 f,
                 "{} of the old history are in pack files, which this does not rewrite; `git gc --prune=now` reclaims them.",
                 plural(self.objects_packed, "object", "objects")
             )?;
         }
-        if self.commits_in_graph > 0 {
+        if self.commits_in_graph > 0 && !self.repacked {
             writeln!(
                 f,
                 "{} listed in the commit-graph file stay until `git gc`.",
@@ -937,6 +952,14 @@ pub fn purge_history_locked(ws: &Workspace) -> Result<PurgeReport, PruneError> {
         Err(why) => report.warnings.push(format!(
             "no object was deleted: {why}; `git gc --prune=now` reclaims the space safely"
         )),
+    }
+    // 4. What a pack or the commit-graph holds, git itself drops; we hold
+    // the builder lock, so no object in flight is at risk.
+    if report.objects_packed > 0 || report.commits_in_graph > 0 {
+        match crate::publish::git_gc(ws.store.repo_path(), &[], &["--prune=now", "--quiet"]) {
+            Ok(()) => report.repacked = true,
+            Err(e) => report.warnings.push(e),
+        }
     }
     report.bytes_after = dir_size(&objects_dir);
     report.duration = start.elapsed();

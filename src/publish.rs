@@ -14,6 +14,8 @@
 //!   spelling a filesystem might honour, no NUL or backslash.
 //! - Readers go through a [`Snapshot`], which pins one commit's tree, so a reader never mixes two
 //!   commits.
+//! - Packing is git's: [`Housekeeping`] runs `git gc --auto`, which only packs and never deletes
+//!   an object a reader or a writer in flight could still need.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +29,108 @@ use gix::objs::TreeRefIter;
 use gix::objs::tree::{Entry, EntryKind, EntryRef};
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
+
+/// Keeps the object store packed by running `git gc --auto` in the background.
+///
+/// Each commit leaves loose objects, and the flat `sites` tree (~47 bytes a
+/// site) is rewritten by every one of them: 10,000 sites built one by one
+/// left 2.5 GiB of loose objects, which `git gc` packed into 20 MiB. gix
+/// cannot write deltas, so this runs the git binary; without it the repo
+/// still works, it only grows (a warning says so once).
+///
+/// Safe alongside readers and writers: `gc --auto` packs, then deletes only
+/// loose objects that are now in a pack, and unreachable ones older than
+/// two weeks; gix finds objects that moved into a pack.
+pub struct Housekeeping {
+    repo: PathBuf,
+    /// `gc.auto`: loose objects past which git packs; 0 disables.
+    loose_limit: u32,
+    commits_since: u32,
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Housekeeping {
+    /// Commits between two checks; `gc --auto` itself is a cheap no-op below
+    /// the limit (it counts one of the 256 object directories).
+    const CHECK_EVERY: u32 = 50;
+
+    pub fn new(repo: &Path, loose_limit: u32) -> Housekeeping {
+        Housekeeping { repo: repo.to_owned(), loose_limit, commits_since: 0, running: None }
+    }
+
+    /// Count a commit; every [`Self::CHECK_EVERY`] commits, start a `gc --auto`
+    /// in the background unless one still runs.
+    pub fn committed(&mut self) {
+        self.commits_since += 1;
+        if self.commits_since >= Self::CHECK_EVERY {
+            self.start();
+        }
+    }
+
+    /// Start a `gc --auto` in the background now (unless one still runs).
+    pub fn start(&mut self) {
+        if self.loose_limit == 0 || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        self.commits_since = 0;
+        let (repo, limit) = (self.repo.clone(), self.loose_limit);
+        self.running = std::thread::Builder::new()
+            .name("git-gc".into())
+            .spawn(move || gc_auto(&repo, limit))
+            .map_err(|e| tracing::warn!("cannot start git gc: {e}"))
+            .ok();
+    }
+
+    /// Wait for a `gc` in flight (before exiting, so that it isn't cut short).
+    pub fn finish(&mut self) {
+        if let Some(t) = self.running.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Run `git gc` in `repo` with `args` after `gc`, in the foreground.
+/// Delta chains are kept short (depth 10, not 50): the server inflates a
+/// whole chain for each cold read, and at 10,000 sites the pack grew by 7%.
+pub fn git_gc(repo: &Path, config: &[String], args: &[&str]) -> Result<(), String> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(repo);
+    for c in ["gc.autoDetach=false", "pack.depth=10", "pack.window=10"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(config.iter().cloned())
+    {
+        cmd.arg("-c").arg(c);
+    }
+    cmd.arg("gc").args(args).stdin(std::process::Stdio::null());
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`git gc` in {} failed ({}): {}",
+            repo.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "git is not installed, so loose objects in {} are never packed and the repo grows with every commit; install git, or run `git gc` where it is",
+            repo.display()
+        )),
+        Err(e) => Err(format!("cannot run git gc in {}: {e}", repo.display())),
+    }
+}
+
+fn gc_auto(repo: &Path, limit: u32) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let start = std::time::Instant::now();
+    match git_gc(repo, &[format!("gc.auto={limit}")], &["--auto", "--quiet"]) {
+        Ok(()) => tracing::debug!(took = ?start.elapsed(), "git gc --auto"),
+        Err(e) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
 
 /// Who a commit is attributed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +256,10 @@ pub fn init_repository(dir: &Path) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// The delta-base cache of each store (a handful of bases; blobs and site
+/// trees are small).
+const PACK_CACHE_BYTES: usize = 1 << 20;
+
 /// The publishing side of the branch: reads its tip, hands out snapshots, commits edits.
 pub struct Store {
     repo: gix::Repository,
@@ -213,8 +321,22 @@ impl Store {
                 compression: gix::zlib::Compression::NONE,
             },
         );
+        // Packed objects are mostly deltas: without a cache of delta bases
+        // every read inflates its whole chain (up to 50 objects) again.
+        repo.objects.set_pack_cache(|| {
+            Box::new(gix::odb::pack::cache::lru::StaticLinkedList::<64>::new(PACK_CACHE_BYTES))
+        });
         let (branch, trees) = (branch.to_owned(), TreeCache::default());
         Ok(Store { repo, repo_path, branch, ref_name, author, committer, trees, big_trees })
+    }
+
+    /// Bound the cache of raw trees (default 4 MiB) for a store that reads
+    /// trees once each, such as the server's, which keeps its own listings.
+    pub fn set_tree_cache_bytes(&self, bytes: usize) {
+        let mut cache = self.trees.0.borrow_mut();
+        cache.limit = bytes;
+        cache.by_id.clear();
+        cache.bytes = 0;
     }
 
     /// The short branch name, e.g. "prototypes".
@@ -252,6 +374,18 @@ impl Store {
         let commit = self.head()?;
         let root = commit.map(|id| commit_tree(&self.repo, id)).transpose()?;
         Ok(Snapshot { repo: self.repo.clone(), commit, root, trees: self.trees.clone() })
+    }
+
+    /// The bytes of the blob `id`, read without taking a snapshot (a blob id
+    /// names the same bytes in every commit).
+    pub fn blob(&self, id: ObjectId) -> Result<Vec<u8>, PublishError> {
+        read_blob(&self.repo, id, &format!("blob {id}"))
+    }
+
+    /// Every file under the tree `tree`, as (relative path, blob id), sorted;
+    /// like [`Snapshot::tree_listing`], without a snapshot.
+    pub fn tree_listing(&self, tree: ObjectId) -> Result<Vec<(String, ObjectId)>, PublishError> {
+        tree_listing(&self.repo, &self.trees, tree)
     }
 
     /// Apply `edits` (in order) on top of the tree of `expected_head` (None: the branch must not
@@ -503,22 +637,7 @@ impl Snapshot {
     /// Every file under the tree `tree`, recursively, as (relative path, blob id), sorted by
     /// path, without reading the files.
     pub fn tree_listing(&self, tree: ObjectId) -> Result<Vec<(String, ObjectId)>, PublishError> {
-        let mut out = Vec::new();
-        let mut pending = vec![(String::new(), tree)];
-        while let Some((prefix, tree)) = pending.pop() {
-            let data = self.trees.get(&self.repo, tree)?;
-            for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
-                let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
-                let rel = format!("{prefix}{}", entry.filename);
-                if entry.mode.is_tree() {
-                    pending.push((rel + "/", entry.oid.to_owned()));
-                } else if is_file(entry.mode.kind()) {
-                    out.push((rel, entry.oid.to_owned()));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        tree_listing(&self.repo, &self.trees, tree)
     }
 
     /// The bytes of the blob `id` (blobs are immutable: a reader may cache by id).
@@ -589,19 +708,51 @@ impl Snapshot {
     }
 
     fn read_blob(&self, id: ObjectId, path: &str) -> Result<Vec<u8>, PublishError> {
-        let mut object = self.repo.find_object(id).map_err(|cause| PublishError::ReadObject {
-            repo: repo_path(&self.repo),
-            what: format!("file {path:?} (blob {id})"),
-            cause,
-        })?;
-        if object.kind != gix::objs::Kind::Blob {
-            return Err(PublishError::Corrupt {
-                repo: repo_path(&self.repo),
-                what: format!("{path:?} should be a blob but {id} is a {}", object.kind),
-            });
-        }
-        Ok(std::mem::take(&mut object.data))
+        read_blob(&self.repo, id, path)
     }
+}
+
+fn read_blob(repo: &gix::Repository, id: ObjectId, path: &str) -> Result<Vec<u8>, PublishError> {
+    let mut object = repo.find_object(id).map_err(|cause| PublishError::ReadObject {
+        repo: repo_path(repo),
+        what: format!("file {path:?} (blob {id})"),
+        cause,
+    })?;
+    if object.kind != gix::objs::Kind::Blob {
+        return Err(PublishError::Corrupt {
+            repo: repo_path(repo),
+            what: format!("{path:?} should be a blob but {id} is a {}", object.kind),
+        });
+    }
+    let mut data = std::mem::take(&mut object.data);
+    // A blob resolved from a delta chain comes in a buffer sized for the
+    // chain's work, often twice the blob or more; callers keep blobs in caches.
+    data.shrink_to_fit();
+    Ok(data)
+}
+
+/// Every file under `tree`, as (path relative to it, blob id), sorted by path.
+fn tree_listing(
+    repo: &gix::Repository,
+    trees: &TreeCache,
+    tree: ObjectId,
+) -> Result<Vec<(String, ObjectId)>, PublishError> {
+    let mut out = Vec::new();
+    let mut pending = vec![(String::new(), tree)];
+    while let Some((prefix, tree)) = pending.pop() {
+        let data = trees.get(repo, tree)?;
+        for entry in TreeRefIter::from_bytes(&data, repo.object_hash()) {
+            let entry = entry.map_err(|e| corrupt_tree(repo, tree, e))?;
+            let rel = format!("{prefix}{}", entry.filename);
+            if entry.mode.is_tree() {
+                pending.push((rel + "/", entry.oid.to_owned()));
+            } else if is_file(entry.mode.kind()) {
+                out.push((rel, entry.oid.to_owned()));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn is_file(kind: EntryKind) -> bool {
@@ -784,10 +935,17 @@ impl<'e> NewDir<'e> {
 #[derive(Debug, Default, Clone)]
 struct TreeCache(Rc<RefCell<CachedTrees>>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CachedTrees {
     by_id: HashMap<ObjectId, Rc<Vec<u8>>>,
     bytes: usize,
+    limit: usize,
+}
+
+impl Default for CachedTrees {
+    fn default() -> Self {
+        CachedTrees { by_id: HashMap::new(), bytes: 0, limit: TreeCache::MAX_BYTES }
+    }
 }
 
 impl TreeCache {
@@ -799,7 +957,7 @@ impl TreeCache {
 
     fn insert(&self, id: ObjectId, data: Rc<Vec<u8>>) {
         let mut cache = self.0.borrow_mut();
-        if cache.bytes + data.len() > Self::MAX_BYTES {
+        if cache.bytes + data.len() > cache.limit {
             cache.by_id.clear();
             cache.bytes = 0;
         }
@@ -824,7 +982,10 @@ impl TreeCache {
                 what: format!("{id} should be a tree but is a {}", object.kind),
             });
         }
-        let data = Rc::new(std::mem::take(&mut object.data));
+        let mut data = std::mem::take(&mut object.data);
+        // Sized for delta resolution, not for keeping.
+        data.shrink_to_fit();
+        let data = Rc::new(data);
         self.insert(id, Rc::clone(&data));
         Ok(data)
     }

@@ -118,8 +118,15 @@ struct Asset {
 
 /// One site: its files' blob ids, from its (immutable) tree.
 struct Site {
-    files: HashMap<String, ObjectId>,
+    /// Sorted by path: a few hundred bytes a site, where a map took ~1 KB.
+    files: Box<[(Box<str>, ObjectId)]>,
     expires_at: Option<DateTime<Utc>>,
+}
+
+impl Site {
+    fn get(&self, path: &str) -> Option<ObjectId> {
+        self.files.binary_search_by(|(p, _)| (**p).cmp(path)).ok().map(|i| self.files[i].1)
+    }
 }
 
 enum ReaderRequest {
@@ -131,7 +138,7 @@ enum ReaderRequest {
 /// Reader threads, each with its own gix repository (one isn't `Send`),
 /// taking requests from one queue: a slow read (a cold site) doesn't hold
 /// up the others.
-const READERS: usize = 3;
+const READERS: usize = 2;
 
 fn spawn_reader(opts: &Options) -> Result<std::sync::mpsc::Sender<ReaderRequest>, ServeError> {
     let identity = || Identity { name: "protoforge".into(), email: "protoforge@localhost".into() };
@@ -151,6 +158,9 @@ fn spawn_reader(opts: &Options) -> Result<std::sync::mpsc::Sender<ReaderRequest>
                         return;
                     }
                 };
+                // Enough for the `sites` tree of ~20,000 sites; a site's own
+                // tree is read once, into the site cache.
+                store.set_tree_cache_bytes(1 << 20);
                 loop {
                     // Hold the queue only to take one request.
                     let request = match rx.lock().expect("queue lock is never poisoned").recv() {
@@ -165,7 +175,7 @@ fn spawn_reader(opts: &Options) -> Result<std::sync::mpsc::Sender<ReaderRequest>
                             let _ = reply.send(read_site(&store, tree));
                         }
                         ReaderRequest::Blob { id, reply } => {
-                            let _ = reply.send(store.snapshot().and_then(|s| s.blob(id)));
+                            let _ = reply.send(store.blob(id));
                         }
                     }
                 }
@@ -196,10 +206,12 @@ fn read_head(store: &Store, known: Option<ObjectId>) -> Result<Option<Head>, Pub
 /// A site's file list and expiry: the listing of its tree and its
 /// `metadata.json`; the files themselves are read when asked for.
 fn read_site(store: &Store, tree: ObjectId) -> Result<Site, PublishError> {
-    let snapshot = store.snapshot()?;
-    let files: HashMap<String, ObjectId> = snapshot.tree_listing(tree)?.into_iter().collect();
-    let expires_at = match files.get("metadata.json") {
-        Some(blob) => serde_json::from_slice::<serde_json::Value>(&snapshot.blob(*blob)?)
+    // Sorted by path, which `Site::get` relies on.
+    let files: Box<[(Box<str>, ObjectId)]> =
+        store.tree_listing(tree)?.into_iter().map(|(p, id)| (p.into_boxed_str(), id)).collect();
+    let site = Site { files, expires_at: None };
+    let expires_at = match site.get("metadata.json") {
+        Some(blob) => serde_json::from_slice::<serde_json::Value>(&store.blob(blob)?)
             .ok()
             .and_then(|v| {
                 v["expires_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -207,7 +219,7 @@ fn read_site(store: &Store, tree: ObjectId) -> Result<Site, PublishError> {
             .map(|t| t.with_timezone(&Utc)),
         None => None,
     };
-    Ok(Site { files, expires_at })
+    Ok(Site { expires_at, ..site })
 }
 
 fn asset(path: &str, blob: ObjectId, body: Vec<u8>) -> Asset {
@@ -221,29 +233,50 @@ fn asset(path: &str, blob: ObjectId, body: Vec<u8>) -> Asset {
     }
 }
 
-/// Files by blob id, bounded in bytes (a file's compressed forms, made on
-/// first use, add up to about half again); the oldest loaded goes first.
-/// Sites with the same file (every site of a layout has the same
-/// `script.js`) share one entry.
+/// Files by blob id, bounded in bytes, compressed forms included; the
+/// oldest loaded goes first. Sites with the same file (every site of a
+/// layout has the same `script.js`) share one entry.
 struct AssetCache {
-    by_blob: HashMap<ObjectId, Arc<Asset>>,
+    /// Each entry with the bytes counted for it.
+    by_blob: HashMap<ObjectId, (Arc<Asset>, u64)>,
     order: VecDeque<ObjectId>,
     bytes: u64,
     limit: u64,
 }
 
 impl AssetCache {
+    fn get(&self, blob: &ObjectId) -> Option<Arc<Asset>> {
+        self.by_blob.get(blob).map(|(a, _)| Arc::clone(a))
+    }
+
     fn insert(&mut self, blob: ObjectId, asset: Arc<Asset>) {
         if self.by_blob.contains_key(&blob) {
             return;
         }
-        self.bytes += asset.body.len() as u64;
-        self.by_blob.insert(blob, asset);
+        let n = asset.body.len() as u64;
+        self.bytes += n;
+        self.by_blob.insert(blob, (asset, n));
         self.order.push_back(blob);
+        self.evict();
+    }
+
+    /// A compressed form of `asset` was made: count it, if the entry is
+    /// still this one (it may have been evicted, or replaced, meanwhile).
+    fn grew(&mut self, blob: ObjectId, asset: &Arc<Asset>, extra: usize) {
+        if let Some((a, n)) = self.by_blob.get_mut(&blob)
+            && Arc::ptr_eq(a, asset)
+        {
+            *n += extra as u64;
+            self.bytes += extra as u64;
+            self.evict();
+        }
+    }
+
+    fn evict(&mut self) {
         while self.bytes > self.limit && self.order.len() > 1 {
             let Some(old) = self.order.pop_front() else { break };
-            if let Some(gone) = self.by_blob.remove(&old) {
-                self.bytes -= gone.body.len() as u64;
+            if let Some((_, n)) = self.by_blob.remove(&old) {
+                self.bytes -= n;
             }
         }
     }
@@ -328,10 +361,8 @@ impl Shared {
 
     /// A file by blob id: from the cache, or read again if it was evicted.
     async fn asset(&self, path: &str, blob: ObjectId) -> Result<Arc<Asset>, ServeError> {
-        if let Some(a) =
-            self.assets.lock().expect("cache lock is never poisoned").by_blob.get(&blob)
-        {
-            return Ok(Arc::clone(a));
+        if let Some(a) = self.assets.lock().expect("cache lock is never poisoned").get(&blob) {
+            return Ok(a);
         }
         let body = self.ask(|reply| ReaderRequest::Blob { id: blob, reply }).await??;
         let a = Arc::new(asset(path, blob, body));
@@ -718,8 +749,8 @@ async fn serve_file(
     } else {
         path.to_string()
     };
-    let Some(blob) = site.files.get(&file).copied() else {
-        if site.files.contains_key(&format!("{file}/index.html")) {
+    let Some(blob) = site.get(&file) else {
+        if site.get(&format!("{file}/index.html")).is_some() {
             return redirect(&format!("{mount}/{file}/{query}"));
         }
         // Browsers ask for it unprompted; a 404 would be a console error on
@@ -799,16 +830,32 @@ async fn serve_file(
     if compressible && body.len() >= 256 {
         let accept =
             headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if accepts(accept, "br") {
-            if let Some(b) = asset.brotli.get_or_init(|| compress_brotli(&asset.body)) {
-                body = b.clone();
-                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        type Compress = fn(&[u8]) -> Option<Bytes>;
+        let choice: Option<(_, _, Compress)> = if accepts(accept, "br") {
+            Some((&asset.brotli, "br", compress_brotli))
+        } else if accepts(accept, "gzip") {
+            Some((&asset.gzip, "gzip", compress_gzip))
+        } else {
+            None
+        };
+        if let Some((form, coding, compress)) = choice {
+            let mut made = 0;
+            let compressed = form.get_or_init(|| {
+                let c = compress(&asset.body);
+                made = c.as_ref().map_or(0, Bytes::len);
+                c
+            });
+            if made > 0 {
+                shared
+                    .assets
+                    .lock()
+                    .expect("cache lock is never poisoned")
+                    .grew(blob, &asset, made);
             }
-        } else if accepts(accept, "gzip")
-            && let Some(g) = asset.gzip.get_or_init(|| compress_gzip(&asset.body))
-        {
-            body = g.clone();
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            if let Some(c) = compressed {
+                body = c.clone();
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
         }
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

@@ -306,3 +306,75 @@ fn bidi_overrides_cannot_flip_the_page() {
     assert!(!html.contains('\u{202E}'));
     assert!(html.contains("Evilgnp.exe Co"));
 }
+
+/// `git gc --auto` decides by counting the loose objects in `objects/17/`;
+/// two planted there (unreachable, so gc keeps them loose) put a repo with
+/// `gc_auto: 1` over the limit deterministically.
+fn plant_two_loose_objects_in_17(repo: &Repo) {
+    let mut planted = 0;
+    for n in 0u32.. {
+        let content = format!("planted {n}\n");
+        let id = gix::objs::compute_hash(
+            gix::hash::Kind::Sha1,
+            gix::objs::Kind::Blob,
+            content.as_bytes(),
+        )
+        .expect("sha1 of a small buffer");
+        if id.to_hex().to_string().starts_with("17") {
+            let path = repo.path().join(format!("planted-{n}"));
+            std::fs::write(&path, &content).unwrap();
+            let written = repo.git(&["hash-object", "-w", path.to_str().unwrap()]);
+            assert_eq!(written.trim(), id.to_hex().to_string());
+            std::fs::remove_file(&path).unwrap();
+            planted += 1;
+            if planted == 2 {
+                return;
+            }
+        }
+    }
+}
+
+fn count_objects(repo: &Repo) -> std::collections::HashMap<String, u64> {
+    repo.git(&["count-objects", "-v"])
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+#[test]
+fn the_builder_packs_loose_objects_with_git_gc() {
+    let repo = Repo::new();
+    let examples = repo.add_examples();
+    plant_two_loose_objects_in_17(&repo);
+    let before = count_objects(&repo);
+    assert_eq!(before["in-pack"], 0, "{before:?}");
+
+    let run = repo.run_env(&["build", "--once"], &[("PROTOFORGE_BUILDER__GC_AUTO", "1")]).ok();
+    assert_eq!(published_ids(&run.stdout).len(), examples.len(), "{}", run.all());
+    let after = count_objects(&repo);
+    // Every object of the branch went into a pack; the planted ones are
+    // unreachable and recent, so they stay loose (gc deletes nothing in use).
+    let reachable = repo.git(&["rev-list", "--objects", "prototypes"]).lines().count() as u64;
+    assert!(after["in-pack"] >= reachable, "{reachable} reachable, {after:?}");
+    assert!(after["count"] < before["count"] + reachable, "{before:?} -> {after:?}");
+    repo.fsck();
+
+    // The repo goes on working: another build commits on top of the pack.
+    repo.write_inbox(
+        "late.yaml",
+        "company: Late Bakery\ndescription: A bakery that opened after the first pack.\n",
+    );
+    let run = repo.build().ok();
+    assert_eq!(published_ids(&run.stdout).len(), 1, "{}", run.all());
+    repo.fsck();
+}
+
+#[test]
+fn gc_auto_zero_never_packs() {
+    let repo = Repo::new();
+    repo.add_examples();
+    plant_two_loose_objects_in_17(&repo);
+    repo.run_env(&["build", "--once"], &[("PROTOFORGE_BUILDER__GC_AUTO", "0")]).ok();
+    assert_eq!(count_objects(&repo)["in-pack"], 0);
+}

@@ -361,3 +361,51 @@ fn the_pruner_in_serve_removes_expired_sites_and_they_stop_being_served() {
     assert!(server.stop());
     repo.fsck();
 }
+
+#[test]
+fn serving_goes_on_while_git_gc_repacks_the_objects() {
+    let (repo, ids) = repo_with_sites(2);
+    let server = Server::start(&repo, &["--no-build"]);
+    let port = server.port;
+    // Load both sites (file lists and blobs) from loose objects first.
+    let mut bodies = Vec::new();
+    for id in &ids {
+        let r = get(port, &format!("{id}.localhost"), "/");
+        assert_eq!(r.status, 200);
+        bodies.push(r.body);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, host) = (stop.clone(), format!("{}.localhost", ids[1]));
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = get(port, &host, "/styles.css");
+                assert_eq!(r.status, 200, "{}", r.text());
+                n += 1;
+            }
+            n
+        })
+    };
+    // Every loose object moves into a pack and the loose files go.
+    repo.git(&["gc", "--prune=now", "--quiet"]);
+    let loose = repo.git(&["count-objects", "-v"]);
+    assert!(loose.lines().any(|l| l == "count: 0"), "{loose}");
+    // A commit after the repack, read from loose objects next to the pack.
+    repo.write_inbox("after.yaml", "company: After Gc\ndescription: Built after the repack.\n");
+    let after = published_ids(&repo.build().ok().stdout)[0].clone();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    // Files not read before come out of the pack.
+    for (id, body) in ids.iter().zip(&bodies) {
+        let r = get(port, &format!("{id}.localhost"), "/script.js");
+        assert_eq!(r.status, 200);
+        assert_eq!(get(port, &format!("{id}.localhost"), "/").body, *body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(port, &format!("{after}.localhost"), "/").status != 200 {
+        assert!(Instant::now() < deadline, "the commit after the repack was not picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    repo.fsck();
+}
