@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -70,6 +71,120 @@ pub struct Workspace {
     pub inbox: Inbox,
     pub layouts: Layouts,
     pub store: Store,
+    /// What the builder is doing, for whoever watches (the webhook).
+    pub board: Arc<Board>,
+}
+
+/// The job in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// Its inbox file name.
+    pub file: String,
+    pub stage: &'static str,
+    pub percent: u8,
+}
+
+#[derive(Default)]
+struct BoardState {
+    current: Option<Current>,
+    /// Inbox file names still to build, oldest first, as of the last scan.
+    pending: Vec<String>,
+    /// Files renamed into the inbox whole (by the webhook): no need to wait
+    /// for writes to settle.
+    whole: HashSet<String>,
+    wake: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// The builder's state, shared with the webhook in the same process: the
+/// job in flight with its stage, the queue's order, and a way to wake the
+/// builder at once when a submission arrives. Every change bumps a version
+/// that watchers wait on.
+pub struct Board {
+    state: Mutex<BoardState>,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board { state: Mutex::default(), version: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl Board {
+    fn update(&self, f: impl FnOnce(&mut BoardState)) {
+        f(&mut self.state.lock().expect("board lock is never poisoned"));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Wait for changes: the receiver sees a new version after each one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn current(&self) -> Option<Current> {
+        self.state.lock().expect("board lock is never poisoned").current.clone()
+    }
+
+    /// 1-based place of `file` in the queue, if the last scan saw it.
+    pub fn position(&self, file: &str) -> Option<usize> {
+        let state = self.state.lock().expect("board lock is never poisoned");
+        state.pending.iter().position(|f| f == file).map(|i| i + 1)
+    }
+
+    /// Jobs waiting, as of the last scan.
+    pub fn queued(&self) -> usize {
+        self.state.lock().expect("board lock is never poisoned").pending.len()
+    }
+
+    /// The stage the job in flight has reached.
+    pub fn stage(&self, stage: &'static str, percent: u8) {
+        self.update(|s| {
+            if let Some(c) = &mut s.current {
+                c.stage = stage;
+                c.percent = percent;
+            }
+        });
+    }
+
+    fn start(&self, file: String) {
+        self.update(|s| {
+            s.pending.retain(|f| *f != file);
+            s.current = Some(Current { file, stage: "queued", percent: 0 });
+        });
+    }
+
+    fn finish(&self) {
+        self.update(|s| s.current = None);
+    }
+
+    fn set_pending(&self, pending: Vec<String>) {
+        let unchanged = self.state.lock().expect("board lock is never poisoned").pending == pending;
+        if !unchanged {
+            self.update(|s| s.pending = pending);
+        }
+    }
+
+    /// A submission was renamed into the inbox whole: build it without
+    /// waiting for writes to settle, and wake the builder now.
+    pub fn arrived(&self, file: String) {
+        let state = &mut self.state.lock().expect("board lock is never poisoned");
+        state.whole.insert(file);
+        if let Some(wake) = &state.wake {
+            wake();
+        }
+    }
+
+    fn is_whole(&self, file: &str) -> bool {
+        self.state.lock().expect("board lock is never poisoned").whole.contains(file)
+    }
+
+    fn forget(&self, file: &str) {
+        self.state.lock().expect("board lock is never poisoned").whole.remove(file);
+    }
+
+    fn set_waker(&self, wake: Option<Box<dyn Fn() + Send + Sync>>) {
+        self.state.lock().expect("board lock is never poisoned").wake = wake;
+    }
 }
 
 impl Workspace {
@@ -96,7 +211,7 @@ impl Workspace {
             identity(&config.author),
             identity(&config.committer),
         )?;
-        Ok(Workspace { root: root.into(), config, inbox, layouts, store })
+        Ok(Workspace { root: root.into(), config, inbox, layouts, store, board: Arc::default() })
     }
 
     /// Background packing of this repo's objects, as configured.
@@ -263,6 +378,7 @@ impl Scanner {
             let (mtime, len) = (meta.modified().ok(), meta.len());
             if let (Some(min_age), Some(m)) = (self.min_age, mtime)
                 && now.duration_since(m).unwrap_or_default() < min_age
+                && !ws.board.is_whole(&file_name(path))
             {
                 out.skipped += 1;
                 continue;
@@ -319,8 +435,23 @@ impl Scanner {
         out.jobs.sort_by(|(a, _), (b, _)| {
             a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
         });
+        ws.board.set_pending(out.pending().map(Job::file_name).collect());
         Ok(out)
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// [`process`], shown on the board while it runs.
+fn process_shown(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
+    let file = job.file_name();
+    ws.board.start(file.clone());
+    let outcome = process(ws, job);
+    ws.board.forget(&file);
+    ws.board.finish();
+    outcome
 }
 
 fn reject_file(
@@ -397,6 +528,7 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     let mut records: Vec<StageRecord> = Vec::new();
     let lang = job.submission().language_or(&ws.config.generator.default_language).to_string();
     let t = ws.layouts.strings(&lang);
+    ws.board.stage("analyze", 10);
     let analysis = stages::timed(&mut records, "analyze", || {
         Ok::<_, ()>(stages::analyze(
             job,
@@ -407,12 +539,14 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     })
     .expect("the rule-based analysis cannot fail");
     let expires_at = now + chrono::Duration::days(i64::from(ws.config.expiry_days));
+    ws.board.stage("render", 35);
     let rendered = stages::timed(&mut records, "render", || {
         ws.layouts.render(&analysis, &job.parsed.project_id, expires_at.date_naive())
     })
     .map_err(|e| GenerateError { stage: "render", reason: e.to_string() })?;
     let mut warnings = analysis.warnings.clone();
     let banner = t.get("banner").replace("{date}", &expires_at.format("%Y-%m-%d").to_string());
+    ws.board.stage("finalize", 65);
     let (html, css) = stages::timed(&mut records, "finalize", || {
         let opts = PageOptions {
             lang: &analysis.lang,
@@ -631,6 +765,7 @@ pub fn process(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
     let file_count = build.files.len();
     let index =
         TreeEdit::PutFile { path: index_path(&sha), bytes: format!("{pid}\n").into_bytes() };
+    ws.board.stage("publish", 90);
     let mut superseded = false;
     let max = ws.config.builder.max_attempts;
     let mut attempt = 0;
@@ -825,7 +960,7 @@ pub fn run_once(
     for job in pending {
         progress.job_started(job);
         let start = Instant::now();
-        let outcome = process(ws, job)?;
+        let outcome = process_shown(ws, job)?;
         let report = JobReport { file: job.file_name(), outcome, duration: start.elapsed() };
         progress.job_done(&report);
         reports.push(report);
@@ -859,12 +994,19 @@ pub fn watch(
         .map_err(|source| BuildError::Io { path: ws.inbox.dir().into(), source })?;
     let (tx, rx) = std::sync::mpsc::channel();
     let debounce = Duration::from_millis(ws.config.builder.debounce_ms);
+    let tx_wake = tx.clone();
     let mut debouncer = new_debouncer(debounce, None, tx)
         .map_err(|e| BuildError::Watch(format!("cannot start the file watcher: {e}")))?;
     debouncer.watch(ws.inbox.dir(), RecursiveMode::NonRecursive).map_err(|e| {
         BuildError::Watch(format!("cannot watch {}: {e}", ws.inbox.dir().display()))
     })?;
     let rescan_every = Duration::from_secs(ws.config.builder.rescan_interval_secs);
+    // The webhook wakes the loop through the watcher's own channel (an empty
+    // batch of events), so there is one place to wait.
+    let waker = tx_wake;
+    ws.board.set_waker(Some(Box::new(move || {
+        let _ = waker.send(Ok(Vec::new()));
+    })));
     tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
     let mut scanner = Scanner { min_age: Some(debounce), ..Scanner::default() };
     let mut housekeeping = ws.housekeeping();
@@ -876,7 +1018,7 @@ pub fn watch(
                 if let Some(job) = scan.pending().next() {
                     progress.job_started(job);
                     let start = Instant::now();
-                    match process(ws, job) {
+                    match process_shown(ws, job) {
                         Ok(outcome) => {
                             let deferred = matches!(outcome, JobOutcome::Deferred { .. });
                             let report = JobReport {
@@ -920,10 +1062,11 @@ pub fn watch(
             }
             match rx.recv_timeout(left.min(Duration::from_millis(500))) {
                 Ok(Ok(events))
-                    if events.iter().any(|e| {
-                        e.paths.iter().any(|p| crate::inbox::is_submission_name(p))
-                            || e.need_rescan()
-                    }) =>
+                    if events.is_empty()
+                        || events.iter().any(|e| {
+                            e.paths.iter().any(|p| crate::inbox::is_submission_name(p))
+                                || e.need_rescan()
+                        }) =>
                 {
                     break;
                 }
@@ -936,12 +1079,14 @@ pub fn watch(
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     housekeeping.finish();
+                    ws.board.set_waker(None);
                     return Err(BuildError::Watch("the file watcher stopped".into()));
                 }
             }
         }
     }
     housekeeping.finish();
+    ws.board.set_waker(None);
     Ok(())
 }
 

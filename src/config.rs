@@ -19,7 +19,14 @@ pub const FILE_NAME: &str = "protoforge.yaml";
 
 /// Environment variables with the `PROTOFORGE_` prefix that are not config
 /// overrides.
-const NON_CONFIG_VARS: &[&str] = &["PROTOFORGE_CONFIG", "PROTOFORGE_LOG", "PROTOFORGE_REPO"];
+const NON_CONFIG_VARS: &[&str] =
+    &["PROTOFORGE_CONFIG", "PROTOFORGE_LOG", "PROTOFORGE_REPO", SECRET_VAR, ADMIN_TOKEN_VAR];
+
+/// The webhook's HMAC secret: from the environment only, never a file
+/// that could be committed.
+pub const SECRET_VAR: &str = "PROTOFORGE_WEBHOOK_SECRET";
+/// The bearer token of the webhook's admin routes; environment only.
+pub const ADMIN_TOKEN_VAR: &str = "PROTOFORGE_ADMIN_TOKEN";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +51,70 @@ pub struct Config {
     pub generator: GeneratorConfig,
     pub serve: ServeConfig,
     pub prune: PruneConfig,
+    pub webhook: WebhookConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Run the webhook in `protoforge serve`.
+    pub enabled: bool,
+    /// Its own address, apart from the static server's.
+    pub listen: String,
+    /// Where a browser form (`Accept: text/html`) is sent after posting,
+    /// with `?job=<id>`; the default is the webhook's own progress page.
+    pub thank_you_url: String,
+    /// The prototype URL given in answers, with `{id}` for the project id;
+    /// empty: `http://{id}.<base_domain>:<serve port>/` on localhost, else
+    /// `https://{id}.<base_domain>/`.
+    pub preview_url: String,
+    /// Largest request body (413 past it).
+    pub max_body_bytes: u64,
+    /// Longest text field (bytes).
+    pub max_field_bytes: usize,
+    /// A field people leave empty and bots fill in; empty name: off.
+    pub honeypot_field: String,
+    /// The same content, or the same `Idempotency-Key`, within this many
+    /// seconds gives the same job.
+    pub idempotency_window_secs: u64,
+    /// Posts per minute per client address (token bucket), and the burst.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Origins allowed to post with `fetch` (CORS); `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// Refuse posts without a valid signature (secret in
+    /// `PROTOFORGE_WEBHOOK_SECRET`).
+    pub require_signature: bool,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time to send the request head, and the whole body.
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            enabled: true,
+            listen: "127.0.0.1:8081".into(),
+            thank_you_url: "/thanks".into(),
+            preview_url: String::new(),
+            max_body_bytes: 32 * 1024 * 1024,
+            max_field_bytes: 64 * 1024,
+            honeypot_field: "website".into(),
+            idempotency_window_secs: 600,
+            rate_limit_per_minute: 30,
+            rate_limit_burst: 10,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            require_signature: false,
+            max_connections: 256,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +213,7 @@ impl Default for Config {
             generator: GeneratorConfig::default(),
             serve: ServeConfig::default(),
             prune: PruneConfig::default(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -372,6 +444,54 @@ impl Config {
         }
         if self.serve.refresh_ms == 0 {
             bad("serve.refresh_ms", "must be at least 1".into());
+        }
+        let w = &self.webhook;
+        if w.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad(
+                "webhook.listen",
+                format!("`{}` is not an address; write it like 127.0.0.1:8081", w.listen),
+            );
+        }
+        if w.max_body_bytes < 1024 {
+            bad("webhook.max_body_bytes", "must be at least 1024".into());
+        }
+        if w.max_field_bytes == 0 {
+            bad("webhook.max_field_bytes", "must be at least 1".into());
+        }
+        if w.rate_limit_per_minute == 0 || w.rate_limit_burst == 0 {
+            bad(
+                "webhook.rate_limit_per_minute",
+                "use at least 1 (and a burst of at least 1)".into(),
+            );
+        }
+        for (i, p) in w.trusted_proxies.iter().enumerate() {
+            if p.parse::<std::net::IpAddr>().is_err() {
+                bad(
+                    &format!("webhook.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address"),
+                );
+            }
+        }
+        for (i, o) in w.cors_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://"))
+                || o.ends_with('/')
+            {
+                bad(
+                    &format!("webhook.cors_origins[{i}]"),
+                    format!(
+                        "`{o}` is not an origin; write it like https://example.com (no path, no trailing slash)"
+                    ),
+                );
+            }
+        }
+        if !w.preview_url.is_empty() && !w.preview_url.contains("{id}") {
+            bad("webhook.preview_url", "must contain `{id}`, the project id".into());
+        }
+        if w.max_connections == 0
+            || w.header_read_timeout_secs == 0
+            || w.body_read_timeout_secs == 0
+        {
+            bad("webhook.max_connections", "connections and timeouts must be at least 1".into());
         }
         if let Err(e) = <croner::Cron as std::str::FromStr>::from_str(&self.prune.schedule) {
             bad(
@@ -638,6 +758,38 @@ serve:
   # List the live sites on the base domain's front page.
   list_sites: {list_sites}
 
+webhook:
+  # The contact form posts to http://<listen>/api/queue/submit (run by
+  # `protoforge serve`). The HMAC secret and the admin token come from the
+  # environment only: PROTOFORGE_WEBHOOK_SECRET, PROTOFORGE_ADMIN_TOKEN.
+  enabled: {wh_enabled}
+  listen: "{wh_listen}"
+  # Where a browser form goes after posting (with ?job=<id>).
+  thank_you_url: "{wh_thanks}"
+  # Largest request body, and longest text field (bytes).
+  max_body_bytes: {wh_body}
+  max_field_bytes: {wh_field}
+  # A hidden field bots fill in; empty: off.
+  honeypot_field: "{wh_honeypot}"
+  # Same content or Idempotency-Key within this many seconds: same job.
+  idempotency_window_secs: {wh_idem}
+  # Posts per minute per client address, and the burst allowed.
+  rate_limit_per_minute: {wh_rate}
+  rate_limit_burst: {wh_burst}
+  # Reverse proxies whose X-Forwarded-For is believed, e.g. ["127.0.0.1"].
+  trusted_proxies: []
+  # Origins allowed to post with fetch (CORS), e.g. ["https://example.com"].
+  cors_origins: []
+  # Refuse unsigned posts (X-Protoforge-Signature or X-Hub-Signature-256).
+  require_signature: {wh_sig}
+  # The prototype address given in answers, with {{id}}; empty: derived
+  # from base_domain (and serve.listen's port on localhost).
+  preview_url: "{wh_preview}"
+  # Connections open at once; seconds to send the request head, and the body.
+  max_connections: {wh_conns}
+  header_read_timeout_secs: {wh_hdr}
+  body_read_timeout_secs: {wh_bodyt}
+
 prune:
   # When expired prototypes are removed: cron, 5 or 6 fields, UTC.
   schedule: "{schedule}"
@@ -676,6 +828,20 @@ prune:
         cache = d.serve.cache_bytes,
         refresh = d.serve.refresh_ms,
         list_sites = d.serve.list_sites,
+        wh_enabled = d.webhook.enabled,
+        wh_listen = d.webhook.listen,
+        wh_thanks = d.webhook.thank_you_url,
+        wh_body = d.webhook.max_body_bytes,
+        wh_field = d.webhook.max_field_bytes,
+        wh_honeypot = d.webhook.honeypot_field,
+        wh_idem = d.webhook.idempotency_window_secs,
+        wh_rate = d.webhook.rate_limit_per_minute,
+        wh_burst = d.webhook.rate_limit_burst,
+        wh_sig = d.webhook.require_signature,
+        wh_preview = d.webhook.preview_url,
+        wh_conns = d.webhook.max_connections,
+        wh_hdr = d.webhook.header_read_timeout_secs,
+        wh_bodyt = d.webhook.body_read_timeout_secs,
         schedule = d.prune.schedule,
         retention = d.prune.retention_days,
         purge = d.prune.purge_history,

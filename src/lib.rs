@@ -30,3 +30,4 @@ pub mod serve;
 pub mod stages;
 pub mod submission;
 pub mod templates;
+pub mod webhook;

@@ -116,6 +116,9 @@ enum Command {
         /// Don't run the pruner in this process.
         #[arg(long)]
         no_prune: bool,
+        /// Don't run the webhook (`webhook.enabled: false` does the same).
+        #[arg(long)]
+        no_webhook: bool,
         /// Serve as if the time were this (RFC 3339), to check expiry.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
@@ -262,9 +265,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir, no_serve } => demo(dir, no_serve),
-        Command::Serve { no_build, no_prune, now } => {
+        Command::Serve { no_build, no_prune, no_webhook, now } => {
             let now = now.map(|t| parse_time("--now", &t)).transpose()?;
-            serve(repo, cli.config.clone(), !no_build, !no_prune, now, None)
+            serve(repo, cli.config.clone(), !no_build, !no_prune, !no_webhook, now, None)
         }
     }
 }
@@ -464,6 +467,7 @@ fn serve(
     config: Option<PathBuf>,
     build: bool,
     prune: bool,
+    webhook: bool,
     now: Option<chrono::DateTime<chrono::Utc>>,
     announce: Option<Vec<String>>,
 ) -> Result<ExitCode> {
@@ -474,19 +478,25 @@ fn serve(
         .with_context(|| format!("cannot open the site repo {}", repo.display()))?;
     let mut opts = protoforge::serve::Options::from_config(repo.clone(), &ws.config)?;
     opts.now = now;
+    let webhook = (webhook && ws.config.webhook.enabled)
+        .then(|| protoforge::webhook::Options::from_config(repo.clone(), &ws.config))
+        .transpose()?;
     drop(ws);
+    // What the builder is doing, for the webhook's status and events.
+    let board = Arc::new(protoforge::builder::Board::default());
     let stop = Arc::new(AtomicBool::new(false));
     // The builder runs on its own thread: a gix repository is not Send, and
     // a job must never hold up a response.
     let builder = build.then(|| {
         let stop = Arc::clone(&stop);
-        let (repo, config) = (repo.clone(), config.clone());
+        let (repo, config, board) = (repo.clone(), config.clone(), Arc::clone(&board));
         std::thread::Builder::new()
             .name("builder".into())
             .spawn(move || {
                 let result = Workspace::open(&repo, config.as_deref())
                     .map_err(anyhow::Error::from)
-                    .and_then(|ws| {
+                    .and_then(|mut ws| {
+                        ws.board = board;
                         Ok(builder::watch(&ws, &mut LogProgress, || stop.load(Ordering::Relaxed))?)
                     });
                 if let Err(e) = result {
@@ -525,7 +535,22 @@ fn serve(
                 println!("  http://{id}.localhost:{port}/");
             }
         }
-        protoforge::serve::run(opts, rx, Duration::from_secs(10)).await
+        let hook = match webhook {
+            Some(w) => {
+                let (board, rx) = (Arc::clone(&board), rx.clone());
+                Some(tokio::spawn(async move { protoforge::webhook::run(w, board, rx).await }))
+            }
+            None => None,
+        };
+        let served = protoforge::serve::run(opts, rx, Duration::from_secs(10)).await;
+        if let Some(hook) = hook {
+            match hook.await {
+                Ok(Err(e)) => return Err(anyhow::Error::from(e)),
+                Ok(Ok(())) => {}
+                Err(e) => tracing::error!("the webhook stopped: {e}"),
+            }
+        }
+        served.map_err(anyhow::Error::from)
     });
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = builder {
@@ -665,7 +690,7 @@ fn demo(dir: Option<PathBuf>, no_serve: bool) -> Result<ExitCode> {
         .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     drop(ws);
-    serve(dir, None, true, true, None, Some(ids))
+    serve(dir, None, true, true, false, None, Some(ids))
 }
 
 /// Log lines, for logs and pipes.

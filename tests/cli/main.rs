@@ -10,3 +10,4 @@ mod invalid;
 mod prune;
 mod serve;
 mod watch;
+mod webhook;

@@ -219,6 +219,19 @@ pub fn http(
     target: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    http_body(port, method, host, target, headers, None)
+}
+
+/// [`http`] with a body (sent with its Content-Length unless `headers`
+/// give one).
+pub fn http_body(
+    port: u16,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
@@ -228,8 +241,17 @@ pub fn http(
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if let Some(body) = body
+        && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
+    if let Some(body) = body {
+        // The server may answer (413) before reading it all.
+        let _ = stream.write_all(body);
+    }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let split = raw
@@ -254,6 +276,8 @@ pub fn get(port: u16, host: &str, target: &str) -> HttpResponse {
 pub struct Server {
     child: std::process::Child,
     pub port: u16,
+    /// The webhook's port.
+    pub hook: u16,
 }
 
 impl Server {
@@ -262,12 +286,15 @@ impl Server {
     }
 
     pub fn start_env(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free =
+            || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, hook) = (free(), free());
         let listen = format!("127.0.0.1:{port}");
         let child = command(repo.path())
             .arg("serve")
             .args(args)
             .env("PROTOFORGE_SERVE__LISTEN", &listen)
+            .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
             .env("PROTOFORGE_SERVE__REFRESH_MS", "50")
             .env("PROTOFORGE_BUILDER__DEBOUNCE_MS", "50")
             .envs(env.iter().copied())
@@ -275,11 +302,20 @@ impl Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let server = Server { child, port };
+        let server = Server { child, port, hook };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "the server did not start on {listen}");
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !args.contains(&"--no-webhook") {
+            while std::net::TcpStream::connect(("127.0.0.1", hook)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the webhook did not start on {hook}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         server
     }
