@@ -448,7 +448,12 @@ fn file_name(path: &Path) -> String {
 fn process_shown(ws: &Workspace, job: &Job) -> Result<JobOutcome, BuildError> {
     let file = job.file_name();
     ws.board.start(file.clone());
-    let outcome = process(ws, job);
+    // Cancelled (moved to inbox/cancelled/) since the scan that found it.
+    let outcome = if job.path.exists() {
+        process(ws, job)
+    } else {
+        Ok(JobOutcome::Withdrawn { project_id: job.parsed.project_id.clone() })
+    };
     ws.board.forget(&file);
     ws.board.finish();
     outcome
@@ -483,6 +488,10 @@ pub enum JobOutcome {
     },
     /// Someone else published or failed it while we worked.
     AlreadyDone {
+        project_id: String,
+    },
+    /// Its file left the inbox before the build began (a cancelled job).
+    Withdrawn {
         project_id: String,
     },
     /// The job cannot be built: a failure record is on the branch.
@@ -1142,6 +1151,7 @@ impl JobOutcome {
             JobOutcome::Published { project_id, .. }
             | JobOutcome::Superseded { project_id }
             | JobOutcome::AlreadyDone { project_id }
+            | JobOutcome::Withdrawn { project_id }
             | JobOutcome::Failed { project_id, .. }
             | JobOutcome::Deferred { project_id, .. } => project_id,
         }

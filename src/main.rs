@@ -300,6 +300,9 @@ fn print_summary(scan: &builder::Scan, reports: &[JobReport]) {
             JobOutcome::AlreadyDone { project_id } => {
                 ("skipped", format!("{project_id} (already built)"))
             }
+            JobOutcome::Withdrawn { project_id } => {
+                ("withdrawn", format!("{project_id} (its file left the inbox)"))
+            }
             JobOutcome::Failed { project_id, stage, reason } => (
                 "FAILED",
                 format!("{project_id}: {stage}: {}", reason.lines().next().unwrap_or("")),
@@ -713,6 +716,9 @@ impl Progress for LogProgress {
                 tracing::info!(%project_id, "superseded by a newer version")
             }
             JobOutcome::AlreadyDone { project_id } => tracing::info!(%project_id, "already done"),
+            JobOutcome::Withdrawn { project_id } => {
+                tracing::info!(%project_id, "withdrawn: its file left the inbox (cancelled)")
+            }
             JobOutcome::Failed { project_id, stage, reason } => {
                 tracing::error!(%project_id, stage, ms, "failed: {reason}")
             }

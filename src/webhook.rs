@@ -302,6 +302,28 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
             }
         }
         (Method::GET, ["api", "queue", job, "events"]) => events(shared, job, req.headers()).await,
+        (Method::GET, ["api", "queue", "list"]) => match admin(shared, req.headers()) {
+            Ok(()) => blocking(shared, |s| list_jobs(s)).await,
+            Err(r) => r.response(),
+        },
+        (Method::DELETE, ["api", "queue", job]) => match admin(shared, req.headers()) {
+            Ok(()) => {
+                let job = job.to_string();
+                blocking(shared, move |s| cancel(s, &job)).await
+            }
+            Err(r) => r.response(),
+        },
+        (Method::GET | Method::HEAD, ["api", "prototype", pid, rest @ ..]) => {
+            let (pid, rest) = (pid.to_string(), rest.join("/"));
+            blocking(shared, move |s| prototype(s, &pid, &rest)).await
+        }
+        (Method::DELETE, ["api", "prototype", pid]) => match admin(shared, req.headers()) {
+            Ok(()) => {
+                let pid = pid.to_string();
+                blocking(shared, move |s| delete_prototype(s, &pid)).await
+            }
+            Err(r) => r.response(),
+        },
         (Method::GET | Method::HEAD, ["thanks"]) => {
             full(StatusCode::OK, "text/html; charset=utf-8", THANKS_PAGE)
         }
@@ -313,6 +335,269 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
         (_, ["api", "queue", "submit"]) => not_allowed("POST, OPTIONS"),
         _ => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
     }
+}
+
+/// Run `f` on a blocking thread (it reads git or fsyncs), answering its
+/// refusal as JSON.
+async fn blocking(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> Result<Response<Body>, Refusal> + Send + 'static,
+) -> Response<Body> {
+    let shared = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || f(&shared)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(refusal)) => refusal.response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// SECURITY: admin routes need `Authorization: Bearer <PROTOFORGE_ADMIN_TOKEN>`,
+/// compared in constant time (no timing oracle on the token); with no token
+/// configured they are off.
+fn admin(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(token) = &shared.opts.admin_token else {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            format!(
+                "admin routes are off; set {} to a long random token to use them",
+                config::ADMIN_TOKEN_VAR
+            ),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.as_bytes()));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |d, (x, y)| d | (x ^ y));
+    if given.is_empty() || diff != 0 {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <the admin token>",
+        ));
+    }
+    Ok(())
+}
+
+/// Every job the inbox holds, with its state.
+fn list_jobs(shared: &Shared) -> Result<Response<Body>, Refusal> {
+    let inbox = shared.opts.inbox.dir();
+    let mut jobs = Vec::new();
+    for dir in [inbox.to_path_buf(), inbox.join("rejected"), inbox.join("cancelled")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(job) = name.strip_suffix(".yaml").filter(|j| is_job_id(j))
+                && let Ok(status) = status_of(shared, job)
+            {
+                jobs.push(status);
+            }
+        }
+    }
+    let order = |s: &JobStatus| match s {
+        JobStatus::Processing { .. } => (0, 0),
+        JobStatus::Pending { position, .. } => (1, *position),
+        _ => (2, 0),
+    };
+    jobs.sort_by_key(order);
+    Ok(json(StatusCode::OK, &serde_json::json!({ "jobs": jobs })))
+}
+
+/// Cancel a pending job: its file moves to `inbox/cancelled/` and is kept.
+fn cancel(shared: &Shared, job: &str) -> Result<Response<Body>, Refusal> {
+    match status_of(shared, job)? {
+        JobStatus::Pending { .. } => {}
+        other => {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "not_pending",
+                format!("job {job} is {}; only a pending job can be cancelled", other.event_id()),
+            ));
+        }
+    }
+    let inbox = shared.opts.inbox.dir();
+    let to_dir = inbox.join("cancelled");
+    let name = format!("{job}.yaml");
+    let io = |e: std::io::Error| {
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "cannot_cancel", format!("{e}"))
+    };
+    std::fs::create_dir_all(&to_dir).map_err(io)?;
+    std::fs::rename(inbox.join(&name), to_dir.join(&name)).map_err(io)?;
+    inbox::sync_dir(&to_dir).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    inbox::sync_dir(inbox).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    tracing::info!(job, "job cancelled");
+    Ok(json(StatusCode::OK, &JobStatus::Cancelled { job_id: job.to_string() }))
+}
+
+/// `GET /api/prototype/{id}[/files|/download]`.
+fn prototype(shared: &Shared, pid: &str, rest: &str) -> Result<Response<Body>, Refusal> {
+    let unknown = || {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_prototype",
+            format!("no prototype {pid:?} is live"),
+        )
+    };
+    // SECURITY: the id becomes a tree path; only a well-formed id passes.
+    if !submission::is_project_id(pid) {
+        return Err(unknown());
+    }
+    let internal = |e: String| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+    let (meta, files) = with_store(&shared.opts.repo, &shared.opts.branch, |store| {
+        let snap = store.snapshot().map_err(|e| e.to_string())?;
+        let Some(meta) =
+            snap.read(&format!("sites/{pid}/metadata.json")).map_err(|e| e.to_string())?
+        else {
+            return Ok((None, Vec::new()));
+        };
+        let files = if rest == "download" {
+            snap.read_dir_recursive(&format!("sites/{pid}")).map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        Ok((Some(meta), files))
+    })
+    .map_err(internal)?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta.ok_or_else(unknown)?)
+        .map_err(|e| internal(format!("sites/{pid}/metadata.json: {e}")))?;
+    let url = shared.opts.preview_url.replace("{id}", pid);
+    match rest {
+        "" => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "project_id": pid,
+                "url": url,
+                "created_at": meta["created_at"],
+                "expires_at": meta["expires_at"],
+                "submitted_at": meta["submitted_at"],
+                "generator": meta["generator"],
+                "files": meta["files"].as_array().map_or(0, Vec::len),
+                "warnings": meta["warnings"],
+            }),
+        )),
+        "files" => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "project_id": pid, "files": meta["files"] }),
+        )),
+        "download" => {
+            let files: Vec<_> = files.into_iter().filter(|(p, _)| p != "metadata.json").collect();
+            let mut r = full(StatusCode::OK, "application/zip", zip(&files));
+            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{pid}.zip\"")) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            Ok(r)
+        }
+        _ => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route /api/prototype/{pid}/{rest}; try /files or /download"),
+        )),
+    }
+}
+
+/// Remove a site from the branch in one commit (its submission record
+/// stays, so it is not rebuilt).
+fn delete_prototype(shared: &Shared, pid: &str) -> Result<Response<Body>, Refusal> {
+    if !submission::is_project_id(pid) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_prototype",
+            format!("no prototype {pid:?}"),
+        ));
+    }
+    let commit = with_store(&shared.opts.repo, &shared.opts.branch, |store| {
+        for _ in 0..5 {
+            let snap = store.snapshot().map_err(|e| e.to_string())?;
+            if !snap.exists(&format!("sites/{pid}")).map_err(|e| e.to_string())? {
+                return Ok(None);
+            }
+            let message = format!("Delete {pid}\n\nRemoved on request through the webhook's admin route.\n\nPrototype-Id: {pid}\n");
+            let edits = [crate::publish::TreeEdit::Remove { path: format!("sites/{pid}") }];
+            match store.commit(snap.commit_id(), &message, &edits) {
+                Ok(id) => return Ok(Some(id.to_string())),
+                Err(crate::publish::PublishError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("the branch kept moving; try again".into())
+    })
+    .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "cannot_delete", e))?;
+    match commit {
+        Some(commit) => {
+            tracing::info!(project_id = pid, %commit, "prototype deleted");
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "project_id": pid, "deleted": true, "commit": commit }),
+            ))
+        }
+        None => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown_prototype",
+            format!("no prototype {pid} is live"),
+        )),
+    }
+}
+
+/// A zip archive of `files` (deflated, no zip64: sites are small), with
+/// fixed timestamps so the same site gives the same bytes.
+fn zip(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let le16 = |v: &mut Vec<u8>, n: u16| v.extend_from_slice(&n.to_le_bytes());
+    let le32 = |v: &mut Vec<u8>, n: u32| v.extend_from_slice(&n.to_le_bytes());
+    // 2026-01-01 00:00 in DOS form.
+    let (time, date) = (0u16, ((2026 - 1980) << 9 | 1 << 5 | 1) as u16);
+    for (name, bytes) in files {
+        let mut crc = flate2::Crc::new();
+        crc.update(bytes);
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).expect("writing to memory cannot fail");
+        let deflated = enc.finish().expect("writing to memory cannot fail");
+        let (method, data) =
+            if deflated.len() < bytes.len() { (8u16, &deflated) } else { (0u16, bytes) };
+        let offset = out.len() as u32;
+        for (v, central_entry) in [(&mut out, false), (&mut central, true)] {
+            le32(v, if central_entry { 0x0201_4b50 } else { 0x0403_4b50 });
+            if central_entry {
+                le16(v, 20);
+            }
+            le16(v, 20);
+            le16(v, 0x0800); // UTF-8 names
+            le16(v, method);
+            le16(v, time);
+            le16(v, date);
+            le32(v, crc.sum());
+            le32(v, data.len() as u32);
+            le32(v, bytes.len() as u32);
+            le16(v, name.len() as u16);
+            le16(v, 0);
+            if central_entry {
+                le16(v, 0);
+                le16(v, 0);
+                le16(v, 0);
+                le32(v, 0);
+                le32(v, offset);
+            }
+            v.extend_from_slice(name.as_bytes());
+        }
+        out.extend_from_slice(data);
+    }
+    let (cd_offset, cd_len) = (out.len() as u32, central.len() as u32);
+    out.extend_from_slice(&central);
+    le32(&mut out, 0x0605_4b50);
+    le16(&mut out, 0);
+    le16(&mut out, 0);
+    le16(&mut out, files.len() as u16);
+    le16(&mut out, files.len() as u16);
+    le32(&mut out, cd_len);
+    le32(&mut out, cd_offset);
+    le16(&mut out, 0);
+    out
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {

@@ -463,3 +463,133 @@ fn the_event_stream_follows_a_job_to_completed() {
     );
     assert!(r.text().contains("\"status\":\"completed\""), "{}", r.text());
 }
+
+#[test]
+fn admin_routes_list_and_cancel_and_need_the_token() {
+    let repo = Repo::new();
+    let off = Server::start(&repo, &["--no-build"]);
+    let r = get(off.hook, HOST, "/api/queue/list");
+    assert_eq!(r.status, 403, "no token configured: admin routes are off");
+    assert!(r.text().contains("PROTOFORGE_ADMIN_TOKEN"));
+    drop(off);
+
+    let token = "t0ken-with-enough-entropy-1234567890";
+    let server = Server::start_env(&repo, &["--no-build"], &[("PROTOFORGE_ADMIN_TOKEN", token)]);
+    let bearer = format!("Bearer {token}");
+    for auth in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let headers: Vec<(&str, &str)> =
+            auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+        assert_eq!(
+            http(server.hook, "GET", HOST, "/api/queue/list", &headers).status,
+            401,
+            "{auth:?}"
+        );
+    }
+    let a =
+        json_of(&post(&server, "application/json", br#"{"description": "First in line"}"#, &[]));
+    let b =
+        json_of(&post(&server, "application/json", br#"{"description": "Second in line"}"#, &[]));
+    let (ja, jb) = (a["job_id"].as_str().unwrap(), b["job_id"].as_str().unwrap());
+    let list =
+        json_of(&http(server.hook, "GET", HOST, "/api/queue/list", &[("Authorization", &bearer)]));
+    let listed: Vec<&str> =
+        list["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 2, "{list}");
+    assert!(listed.contains(&ja) && listed.contains(&jb));
+
+    // Cancel needs the token too; then the file moves and is kept.
+    assert_eq!(http(server.hook, "DELETE", HOST, &format!("/api/queue/{ja}"), &[]).status, 401);
+    let r = http(
+        server.hook,
+        "DELETE",
+        HOST,
+        &format!("/api/queue/{ja}"),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!repo.inbox().join(format!("{ja}.yaml")).exists());
+    assert!(repo.inbox().join(format!("cancelled/{ja}.yaml")).exists());
+    assert_eq!(
+        json_of(&get(server.hook, HOST, &format!("/api/queue/status/{ja}")))["status"],
+        "cancelled"
+    );
+    let again = http(
+        server.hook,
+        "DELETE",
+        HOST,
+        &format!("/api/queue/{ja}"),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(again.status, 409, "{}", again.text());
+    drop(server);
+
+    // A builder never builds the cancelled job.
+    let run = repo.build().ok();
+    assert_eq!(published_ids(&run.stdout).len(), 1, "{}", run.all());
+}
+
+#[test]
+fn prototype_routes_info_files_zip_and_delete() {
+    let repo = Repo::new();
+    let token = "another-long-admin-token-0987654321";
+    let server = Server::start_env(&repo, &[], &[("PROTOFORGE_ADMIN_TOKEN", token)]);
+    let a = json_of(&post(
+        &server,
+        "application/json",
+        br#"{"company": "Zip Co", "description": "A shop that ships zips."}"#,
+        &[],
+    ));
+    wait_status(&server, a["job_id"].as_str().unwrap(), "completed");
+    let pid = a["project_id"].as_str().unwrap();
+
+    let info = json_of(&get(server.hook, HOST, &format!("/api/prototype/{pid}")));
+    assert_eq!(info["project_id"], pid);
+    assert!(info["expires_at"].as_str().is_some(), "{info}");
+    let files = json_of(&get(server.hook, HOST, &format!("/api/prototype/{pid}/files")));
+    let paths: Vec<&str> =
+        files["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"index.html"), "{files}");
+
+    let zip = get(server.hook, HOST, &format!("/api/prototype/{pid}/download"));
+    assert_eq!(zip.status, 200);
+    assert_eq!(zip.header("content-type"), Some("application/zip"));
+    let path = repo.path().join("site.zip");
+    std::fs::write(&path, &zip.body).unwrap();
+    let test = std::process::Command::new("unzip").arg("-t").arg(&path).output().unwrap();
+    assert!(test.status.success(), "{}", String::from_utf8_lossy(&test.stdout));
+    let index = std::process::Command::new("unzip")
+        .arg("-p")
+        .arg(&path)
+        .arg("index.html")
+        .output()
+        .unwrap();
+    assert_eq!(index.stdout, repo.show(&format!("sites/{pid}/index.html")).into_bytes());
+    let names = std::process::Command::new("unzip").arg("-Z1").arg(&path).output().unwrap();
+    assert!(!String::from_utf8_lossy(&names.stdout).contains("metadata.json"));
+
+    for bad in ["../etc", "UPPER-aaaaaaaa", "nope"] {
+        assert_eq!(get(server.hook, HOST, &format!("/api/prototype/{bad}")).status, 404, "{bad}");
+    }
+    assert_eq!(
+        http(server.hook, "DELETE", HOST, &format!("/api/prototype/{pid}"), &[]).status,
+        401
+    );
+    let del = http(
+        server.hook,
+        "DELETE",
+        HOST,
+        &format!("/api/prototype/{pid}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(del.status, 200, "{}", del.text());
+    assert!(!repo.sites().contains(&pid.to_string()));
+    assert_eq!(get(server.hook, HOST, &format!("/api/prototype/{pid}")).status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(server.port, &format!("{pid}.localhost"), "/").status != 404 {
+        assert!(Instant::now() < deadline, "the deleted site is still served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = repo.git(&["log", "-1", "--format=%B", "prototypes"]);
+    assert!(log.contains(&format!("Prototype-Id: {pid}")), "{log}");
+    repo.fsck();
+}
