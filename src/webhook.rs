@@ -303,7 +303,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
         }
         (Method::GET, ["api", "queue", job, "events"]) => events(shared, job, req.headers()).await,
         (Method::GET, ["api", "queue", "list"]) => match admin(shared, req.headers()) {
-            Ok(()) => blocking(shared, |s| list_jobs(s)).await,
+            Ok(()) => blocking(shared, list_jobs).await,
             Err(r) => r.response(),
         },
         (Method::DELETE, ["api", "queue", job]) => match admin(shared, req.headers()) {
