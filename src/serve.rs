@@ -312,6 +312,9 @@ struct Shared {
     not_found: Bytes,
     gone: String,
     front: String,
+    started: std::time::Instant,
+    /// When (ms after `started`) an unknown site last made us re-read the branch.
+    early_refresh_ms: AtomicU64,
 }
 
 impl Shared {
@@ -330,6 +333,19 @@ impl Shared {
             .send(make(tx))
             .map_err(|_| ServeError::ReaderGone)?;
         rx.await.map_err(|_| ServeError::ReaderGone)
+    }
+
+    /// An unknown site may just have been published: look at the branch
+    /// now, at most every 25 ms (a flood of unknown hosts costs one ref
+    /// read per 25 ms, not one per request).
+    fn may_refresh_early(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.early_refresh_ms.load(Ordering::Relaxed);
+        now >= last + 25
+            && self
+                .early_refresh_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Pick up a new commit, if there is one.
@@ -414,6 +430,8 @@ pub async fn serve_on(
         not_found: Bytes::from_static(NOT_FOUND_PAGE.as_bytes()),
         gone: GONE_PAGE.to_string(),
         front: FRONT_PAGE.to_string(),
+        started: std::time::Instant::now(),
+        early_refresh_ms: AtomicU64::new(0),
         opts,
     });
     shared.refresh().await?;
@@ -712,6 +730,16 @@ async fn respond(shared: &Shared, req: &Request<Incoming>, host: &str) -> Respon
             redirect(&format!("{to}{query}"))
         }
         Route::Site { id, path, mount } => {
+            let mut head = head;
+            if !head.sites.contains_key(&id) && shared.may_refresh_early() {
+                // A site published a moment ago (its "completed" status is
+                // what sent the visitor here) shows at once, not after the
+                // next poll.
+                if let Err(e) = shared.refresh().await {
+                    tracing::error!("reading the branch: {e}");
+                }
+                head = Arc::clone(&shared.head.read().expect("head lock is never poisoned"));
+            }
             let Some(tree) = head.sites.get(&id).copied() else {
                 return html(StatusCode::NOT_FOUND, shared.not_found.clone());
             };

@@ -338,5 +338,5 @@ impl Layouts {
 /// The embedded example submissions: `(file name, bytes)` for `*.yaml`, and
 /// attachments under `attachments/`.
 pub fn examples() -> impl Iterator<Item = (&'static str, &'static [u8])> {
-    EXAMPLES.iter().copied()
+    EXAMPLES.iter().copied().filter(|(p, _)| p.ends_with(".yaml") || p.starts_with("attachments/"))
 }

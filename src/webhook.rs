@@ -212,6 +212,11 @@ fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if content_type.starts_with("text/html") {
+        // SECURITY: no injected script runs on the form or progress pages,
+        // and they can't be framed (clickjacking).
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    }
     r
 }
 
@@ -324,6 +329,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
             }
             Err(r) => r.response(),
         },
+        (Method::GET | Method::HEAD, [""]) => {
+            full(StatusCode::OK, "text/html; charset=utf-8", FORM_PAGE)
+        }
+        (Method::GET | Method::HEAD, ["contact-form.js"]) => {
+            full(StatusCode::OK, "text/javascript; charset=utf-8", FORM_JS)
+        }
         (Method::GET | Method::HEAD, ["thanks"]) => {
             full(StatusCode::OK, "text/html; charset=utf-8", THANKS_PAGE)
         }
@@ -331,6 +342,10 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -
             full(StatusCode::OK, "text/javascript; charset=utf-8", THANKS_JS)
         }
         (Method::GET | Method::HEAD, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok\n"),
+        // Browsers ask for it on every page; a 404 is a console error.
+        (Method::GET | Method::HEAD, ["favicon.ico"]) => {
+            full(StatusCode::NO_CONTENT, "text/plain", "")
+        }
         (Method::GET, ["metrics"]) => metrics(shared),
         (_, ["api", "queue", "submit"]) => not_allowed("POST, OPTIONS"),
         _ => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
@@ -1621,6 +1636,13 @@ async fn events(shared: &Arc<Shared>, job: &str, headers: &HeaderMap) -> Respons
 /// The default thank-you page: live progress from the event stream.
 const THANKS_PAGE: &str = include_str!("webhook/thanks.html");
 const THANKS_JS: &str = include_str!("webhook/thanks.js");
+/// The example contact form, served at `/`.
+const FORM_PAGE: &str = include_str!("../examples/contact-form.html");
+const FORM_JS: &str = include_str!("../examples/contact-form.js");
+
+/// The webhook's own pages load only their own scripts and post only to
+/// the webhook.
+const PAGE_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 #[cfg(test)]
 mod tests {

@@ -263,3 +263,77 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
     assert!(shot.is_file());
     eprintln!("chromium: {url} rendered, no console messages; screenshot {}", shot.display());
 }
+
+#[test]
+fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
+    let Some(_) =
+        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
+    else {
+        return;
+    };
+    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    pf(dir.path(), &["init", repo.to_str().unwrap()]);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, hook) = (free(), free());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+        .current_dir(&repo)
+        .args(["serve", "--no-prune"])
+        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+        .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", hook)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the webhook did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let logo = project().join("tests/fixtures/logo.png");
+    let shots = project().join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("contact-form.png");
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/form.mjs"))
+        .arg(format!("http://127.0.0.1:{hook}"))
+        .arg(&logo)
+        .arg(&shot)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["redirected"], true, "the plain post was not answered with a redirect: {r}");
+    let thanks = r["thanks"].as_str().unwrap();
+    let job = thanks.split("/thanks?job=").nth(1).unwrap_or_else(|| panic!("{r}"));
+    for key in ["link", "link3"] {
+        let link = r[key].as_str().unwrap();
+        assert!(
+            link.starts_with("http://") && link.contains(&format!(".localhost:{port}/")),
+            "{r}"
+        );
+    }
+    assert_eq!(r["siteStatus"], 200, "{r}");
+    assert!(r["siteTitle"].as_str().unwrap().contains("Fetch Form Bakery"), "{r}");
+    let messages = r["console"].as_array().unwrap();
+    assert!(messages.is_empty(), "console messages (CSP violations?): {messages:?}");
+    // What the plain form sent is in the inbox, the logo byte for byte.
+    let yaml = std::fs::read_to_string(repo.join(format!("inbox/{job}.yaml"))).unwrap();
+    assert!(yaml.contains("Plain Form Bakery") && yaml.contains("kind: image"), "{yaml}");
+    let stored = std::fs::read_dir(repo.join(format!("inbox/attachments/{job}")))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(stored, vec![std::fs::read(&logo).unwrap()]);
+    assert!(shot.is_file());
+    eprintln!(
+        "chromium: the contact form posted with and without JavaScript; screenshot {}",
+        shot.display()
+    );
+}
