@@ -1719,7 +1719,63 @@ mod tests {
         }
     }
 
+    fn run_form(content_type: &str, body: Vec<u8>) -> Result<Form, Refusal> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(read_form(content_type, Bytes::from(body), 5))
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any body under any of the accepted types: parsed or refused
+        /// with a client error, never a panic.
+        #[test]
+        fn any_body_is_parsed_or_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            ct in "(application/json|application/x-www-form-urlencoded|multipart/form-data; boundary=[a-zA-Z0-9]{0,8}|multipart/form-data|text/[a-z]{1,5}|)",
+        ) {
+            match run_form(&ct, body) {
+                Ok(form) => {
+                    let _ = to_yaml(&form, "website", 64);
+                    let _ = content_key(&form);
+                    for f in &form.files {
+                        let _ = sniff(&f.bytes);
+                    }
+                }
+                Err(r) => proptest::prop_assert!(r.status.is_client_error(), "{r:?}"),
+            }
+        }
+
+        /// Multipart bodies built from random parts, some truncated.
+        #[test]
+        fn random_multipart_is_parsed_or_refused(
+            parts in proptest::collection::vec(("[a-z_\\[\\]\"]{0,8}", proptest::option::of("[^\"\r\n]{0,12}"), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)), 0..6),
+            cut in 0usize..2000,
+        ) {
+            let mut body = Vec::new();
+            for (name, file, data) in &parts {
+                body.extend_from_slice(b"--b0undary\r\nContent-Disposition: form-data; name=\"");
+                body.extend_from_slice(name.as_bytes());
+                body.push(b'"');
+                if let Some(f) = file {
+                    body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+                }
+                body.extend_from_slice(b"\r\n\r\n");
+                body.extend_from_slice(data);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"--b0undary--\r\n");
+            body.truncate(cut.max(1).min(body.len()));
+            match run_form("multipart/form-data; boundary=b0undary", body) {
+                Ok(form) => {
+                    proptest::prop_assert!(form.files.len() <= 5);
+                    let _ = to_yaml(&form, "website", 1 << 16);
+                }
+                Err(r) => proptest::prop_assert!(r.status.is_client_error(), "{r:?}"),
+            }
+        }
+
         #[test]
         fn safe_names_never_escape(raw in "\\PC{0,80}", ext in "(png|txt|pdf)") {
             let name = safe_file_name(&raw, &ext);

@@ -11,3 +11,4 @@ mod prune;
 mod serve;
 mod watch;
 mod webhook;
+mod webhook_load;

@@ -232,9 +232,21 @@ pub fn http_body(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
+    try_http_body(port, method, host, target, headers, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http_body`], with a failure to connect or a cut connection as an error.
+pub fn try_http_body(
+    port: u16,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<HttpResponse, String> {
     use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("connect to the server: {e}"))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
     let mut request =
         format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
@@ -247,25 +259,29 @@ pub fn http_body(
         request.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(request.as_bytes()).map_err(|e| format!("send: {e}"))?;
     if let Some(body) = body {
         // The server may answer (413) before reading it all.
         let _ = stream.write_all(body);
     }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    stream.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+        .ok_or_else(|| format!("no header end in {:?}", String::from_utf8_lossy(&raw)))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {head:?}"))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+    Ok(HttpResponse { status, headers, body: raw[split + 4..].to_vec() })
 }
 
 pub fn get(port: u16, host: &str, target: &str) -> HttpResponse {
@@ -318,6 +334,13 @@ impl Server {
             }
         }
         server
+    }
+
+    /// SIGKILL, as a crash would, then wait.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
     }
 
     /// SIGTERM, then wait; returns whether it exited by itself.

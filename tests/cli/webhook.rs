@@ -593,3 +593,44 @@ fn prototype_routes_info_files_zip_and_delete() {
     assert!(log.contains(&format!("Prototype-Id: {pid}")), "{log}");
     repo.fsck();
 }
+
+#[test]
+fn random_bodies_and_headers_never_break_the_live_server() {
+    use proptest::prelude::*;
+    let repo = Repo::new();
+    let server = Server::start_env(
+        &repo,
+        &["--no-build"],
+        &[("PROTOFORGE_WEBHOOK__RATE_LIMIT_BURST", "100000")],
+    );
+    let port = server.hook;
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 96,
+        ..Default::default()
+    });
+    let strategy = (
+        "(application/json|application/x-www-form-urlencoded|multipart/form-data; boundary=[a-z]{1,6}|multipart/form-data; boundary=\"[ -~]{0,10}\"|[ -~]{0,30})",
+        proptest::collection::vec(
+            (
+                "(Idempotency-Key|X-Hub-Signature-256|X-Protoforge-Signature|Accept|Origin|X-Forwarded-For|Last-Event-ID)",
+                "[ -~]{0,40}",
+            ),
+            0..4,
+        ),
+        proptest::collection::vec(any::<u8>(), 0..400),
+    );
+    runner
+        .run(&strategy, |(ct, headers, body)| {
+            let mut h: Vec<(&str, &str)> = vec![("Content-Type", ct.as_str())];
+            h.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let r = http_body(port, "POST", HOST, "/api/queue/submit", &h, Some(&body));
+            prop_assert!(r.status < 500, "{} {}", r.status, r.text());
+            if r.status >= 400 {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                prop_assert!(v["error"].is_string() && v["detail"].is_string(), "{v}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(get(port, HOST, "/healthz").status, 200);
+}
