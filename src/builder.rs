@@ -11,7 +11,7 @@
 //!   commit redone on the new tip;
 //! - an invalid file is moved to `inbox/rejected/`, never deleted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -75,6 +75,9 @@ pub struct Workspace {
     pub board: Arc<Board>,
 }
 
+/// Pickup delays kept for the quantiles in `/metrics`.
+const PICKUPS_KEPT: usize = 10_000;
+
 /// The job in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
@@ -89,9 +92,12 @@ struct BoardState {
     current: Option<Current>,
     /// Inbox file names still to build, oldest first, as of the last scan.
     pending: Vec<String>,
-    /// Files renamed into the inbox whole (by the webhook): no need to wait
-    /// for writes to settle.
-    whole: HashSet<String>,
+    /// Files renamed into the inbox whole (by the webhook), and when: no
+    /// need to wait for writes to settle, and the wait until the build
+    /// starts is measured.
+    whole: HashMap<String, Instant>,
+    /// The latest pickup delays (arrival to start), at most [`PICKUPS_KEPT`].
+    pickups: VecDeque<Duration>,
     wake: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
@@ -148,6 +154,12 @@ impl Board {
 
     fn start(&self, file: String) {
         self.update(|s| {
+            if let Some(at) = s.whole.get(&file) {
+                if s.pickups.len() == PICKUPS_KEPT {
+                    s.pickups.pop_front();
+                }
+                s.pickups.push_back(at.elapsed());
+            }
             s.pending.retain(|f| *f != file);
             s.current = Some(Current { file, stage: "queued", percent: 0 });
         });
@@ -168,14 +180,32 @@ impl Board {
     /// waiting for writes to settle, and wake the builder now.
     pub fn arrived(&self, file: String) {
         let state = &mut self.state.lock().expect("board lock is never poisoned");
-        state.whole.insert(file);
+        state.whole.insert(file, Instant::now());
         if let Some(wake) = &state.wake {
             wake();
         }
     }
 
     fn is_whole(&self, file: &str) -> bool {
-        self.state.lock().expect("board lock is never poisoned").whole.contains(file)
+        self.state.lock().expect("board lock is never poisoned").whole.contains_key(file)
+    }
+
+    /// Quantiles (0 to 1) of the latest pickup delays, with their count.
+    pub fn pickup_quantiles(&self, qs: &[f64]) -> (usize, Vec<Duration>) {
+        let mut all: Vec<Duration> = self
+            .state
+            .lock()
+            .expect("board lock is never poisoned")
+            .pickups
+            .iter()
+            .copied()
+            .collect();
+        all.sort();
+        let at = |q: f64| {
+            let i = ((all.len() as f64 * q).ceil() as usize).clamp(1, all.len().max(1)) - 1;
+            all.get(i).copied().unwrap_or_default()
+        };
+        (all.len(), qs.iter().map(|q| at(*q)).collect())
     }
 
     fn forget(&self, file: &str) {
@@ -345,36 +375,83 @@ pub fn scan(ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
 
 /// Remembers what earlier scans learned, so that watching a large inbox
 /// does not re-read every file and re-ask the branch after every job: a
-/// file is parsed again only when its size or modification time changed,
-/// and a published submission stays published.
+/// file is parsed (and its attachments resolved) again only when its size
+/// or modification time changed, a published submission stays published,
+/// and a pending one stays pending while the branch has only moved by this
+/// builder's own commits. A queue of n jobs costs O(n) git lookups, not
+/// O(n²).
 #[derive(Default)]
 pub struct Scanner {
-    parsed: HashMap<PathBuf, (Option<SystemTime>, u64, Job)>,
+    parsed: HashMap<PathBuf, Cached>,
+    /// Scans so far: entries not seen in the latest are dropped.
+    generation: u64,
     published: HashMap<String, State>,
+    /// Submissions known to be pending, or failed, at the commit `pending_at`.
+    pending: HashSet<String>,
+    failed: HashMap<String, State>,
+    pending_at: Option<gix::ObjectId>,
     /// Files modified more recently than this are left for the next scan:
     /// a file written in place may still be half written.
     pub min_age: Option<Duration>,
+    /// Return only the oldest pending job (what a watcher takes next),
+    /// without copying every other one.
+    pub next_only: bool,
+}
+
+/// One inbox file as last read.
+struct Cached {
+    mtime: Option<SystemTime>,
+    len: u64,
+    job: Job,
+    /// Its attachments were resolved (done once, for pending jobs).
+    resolved: bool,
+    seen: u64,
 }
 
 impl Scanner {
+    /// A job was processed: the branch is at `head` now. If that is one
+    /// commit on top of what the last scan saw (this job's), or no commit,
+    /// the other pending submissions are still pending; otherwise someone
+    /// else wrote to the branch and the next scan asks again.
+    pub fn processed(&mut self, ws: &Workspace, sha256: &str, outcome: &JobOutcome) {
+        self.pending.remove(sha256);
+        self.failed.remove(sha256);
+        if let JobOutcome::Published { project_id, .. }
+        | JobOutcome::Superseded { project_id }
+        | JobOutcome::AlreadyDone { project_id } = outcome
+        {
+            let state = State::Published { project_id: project_id.clone() };
+            self.published.insert(sha256.to_string(), state);
+        }
+        if matches!(outcome, JobOutcome::Deferred { .. }) {
+            self.pending_at = None;
+            return;
+        }
+        let ours = match (ws.store.head(), self.pending_at) {
+            (Ok(Some(now)), Some(before)) if now == before => Some(now),
+            (Ok(Some(now)), Some(before)) => {
+                ws.store.parent_of(now).ok().flatten().filter(|p| *p == before).map(|_| now)
+            }
+            _ => None,
+        };
+        self.pending_at = ours;
+    }
+
     pub fn scan(&mut self, ws: &Workspace, reject: bool) -> Result<Scan, BuildError> {
         let snapshot = ws.store.snapshot()?;
+        if snapshot.commit_id() != self.pending_at {
+            // The branch moved under us: what was pending may not be, and
+            // a failure may have been retried.
+            self.pending.clear();
+            self.failed.clear();
+        }
         let mut out = Scan::default();
-        let files = ws.inbox.list()?;
-        let present: HashSet<&PathBuf> = files.iter().collect();
-        self.parsed.retain(|path, _| present.contains(path));
+        let mut queue = Vec::new();
+        let files = ws.inbox.list_with_metadata()?;
+        self.generation += 1;
+        let generation = self.generation;
         let now = SystemTime::now();
-        for path in &files {
-            let meta = match std::fs::metadata(path) {
-                Ok(m) => m,
-                // Taken by someone else between listing and reading.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), "cannot read: {e}; skipped");
-                    out.skipped += 1;
-                    continue;
-                }
-            };
+        for (path, meta) in &files {
             let (mtime, len) = (meta.modified().ok(), meta.len());
             if let (Some(min_age), Some(m)) = (self.min_age, mtime)
                 && now.duration_since(m).unwrap_or_default() < min_age
@@ -383,12 +460,18 @@ impl Scanner {
                 out.skipped += 1;
                 continue;
             }
-            let mut job = match self.parsed.get(path) {
-                Some((m, l, job)) if *m == mtime && *l == len => job.clone(),
-                _ => match ws.inbox.load_unchecked(path) {
+            let fresh = match self.parsed.get_mut(path) {
+                Some(c) if c.mtime == mtime && c.len == len => {
+                    c.seen = generation;
+                    true
+                }
+                _ => false,
+            };
+            if !fresh {
+                match ws.inbox.load_unchecked(path) {
                     Ok(job) => {
-                        self.parsed.insert(path.clone(), (mtime, len, job.clone()));
-                        job
+                        let c = Cached { mtime, len, job, resolved: false, seen: generation };
+                        self.parsed.insert(path.clone(), c);
                     }
                     Err(InboxError::Invalid(e)) => {
                         out.rejected.push(reject_file(ws, path, &e.to_string(), reject)?);
@@ -404,23 +487,42 @@ impl Scanner {
                         out.skipped += 1;
                         continue;
                     }
-                },
-            };
-            let state = match self.published.get(&job.parsed.sha256) {
+                }
+            }
+            let cached = &self.parsed[path];
+            let (sha, resolved) = (cached.job.parsed.sha256.clone(), cached.resolved);
+            let state = match self.published.get(&sha) {
                 Some(state) => state.clone(),
+                None if self.pending.contains(&sha) => State::Pending,
+                None if self.failed.contains_key(&sha) => self.failed[&sha].clone(),
                 None => {
-                    let state = state_of(&snapshot, &job.parsed.sha256)?;
-                    if matches!(state, State::Published { .. }) {
-                        self.published.insert(job.parsed.sha256.clone(), state.clone());
+                    let state = state_of(&snapshot, &sha)?;
+                    match state {
+                        State::Published { .. } => {
+                            self.published.insert(sha.clone(), state.clone());
+                        }
+                        State::Pending => {
+                            self.pending.insert(sha.clone());
+                        }
+                        State::Failed(_) => {
+                            self.failed.insert(sha.clone(), state.clone());
+                        }
                     }
                     state
                 }
             };
+            if self.next_only && state != State::Pending {
+                continue;
+            }
             // Attachments matter only for what is still to be built: a
             // published submission whose file went away stays published.
-            if state == State::Pending {
-                match ws.inbox.attachments(&job) {
-                    Ok(found) => job.attachments = found,
+            if state == State::Pending && !resolved {
+                let entry = self.parsed.get_mut(path).expect("inserted above");
+                match ws.inbox.attachments(&entry.job) {
+                    Ok(found) => {
+                        entry.job.attachments = found;
+                        entry.resolved = true;
+                    }
                     Err(InboxError::Invalid(e)) => {
                         self.parsed.remove(path);
                         out.rejected.push(reject_file(ws, path, &e.to_string(), reject)?);
@@ -429,13 +531,31 @@ impl Scanner {
                     Err(e) => return Err(e.into()),
                 }
             }
-            out.jobs.push((job, state));
+            let job = &self.parsed[path].job;
+            if self.next_only {
+                // Only the order is needed for all; the job for the first.
+                queue.push((job.submitted_at, path.clone()));
+            } else {
+                out.jobs.push((job.clone(), state));
+            }
         }
+        // Forget files that are gone (or were left for the next scan).
+        self.parsed.retain(|_, c| c.seen == generation);
         // Oldest first; the file name breaks ties so the order is total.
         out.jobs.sort_by(|(a, _), (b, _)| {
             a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
         });
+        if self.next_only {
+            queue.sort();
+            if let Some((_, first)) = queue.first() {
+                out.jobs.push((self.parsed[first].job.clone(), State::Pending));
+            }
+            ws.board.set_pending(queue.iter().map(|(_, p)| file_name(p)).collect());
+            self.pending_at = snapshot.commit_id();
+            return Ok(out);
+        }
         ws.board.set_pending(out.pending().map(Job::file_name).collect());
+        self.pending_at = snapshot.commit_id();
         Ok(out)
     }
 }
@@ -1017,7 +1137,7 @@ pub fn watch(
         let _ = waker.send(Ok(Vec::new()));
     })));
     tracing::info!(inbox = %ws.inbox.dir().display(), "watching for submissions");
-    let mut scanner = Scanner { min_age: Some(debounce), ..Scanner::default() };
+    let mut scanner = Scanner { min_age: Some(debounce), next_only: true, ..Scanner::default() };
     let mut housekeeping = ws.housekeeping();
     let mut built_since_gc = false;
     while !stop() {
@@ -1029,6 +1149,7 @@ pub fn watch(
                     let start = Instant::now();
                     match process_shown(ws, job) {
                         Ok(outcome) => {
+                            scanner.processed(ws, &job.parsed.sha256, &outcome);
                             let deferred = matches!(outcome, JobOutcome::Deferred { .. });
                             let report = JobReport {
                                 file: job.file_name(),

@@ -560,6 +560,19 @@ fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value
             .parse::<u64>()
             .map(Value::from)
             .map_err(|_| format!("`{raw}` is not a whole number")),
+        // A list: JSON (`["a","b"]`) or comma separated (`a, b`).
+        Value::Array(_) if raw.trim_start().starts_with('[') => {
+            serde_json::from_str::<Vec<String>>(raw)
+                .map(|v| Value::Array(v.into_iter().map(Value::String).collect()))
+                .map_err(|e| format!("`{raw}` is not a JSON list of strings ({e}); or write a, b"))
+        }
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        )),
         _ => Ok(Value::String(raw.to_string())),
     }
 }
@@ -914,6 +927,41 @@ mod tests {
         assert_eq!(c.expiry_days, 7);
         assert_eq!(c.builder.max_attempts, 5);
         assert!(c.generator.show_contact_details);
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_as_json_or_commas() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let c = Config::from_parts(
+            Path::new("p.yaml"),
+            "",
+            env("PROTOFORGE_WEBHOOK__TRUSTED_PROXIES", "127.0.0.1, ::1"),
+        )
+        .unwrap();
+        assert_eq!(c.webhook.trusted_proxies, ["127.0.0.1", "::1"]);
+        let c = Config::from_parts(
+            Path::new("p.yaml"),
+            "",
+            env("PROTOFORGE_WEBHOOK__CORS_ORIGINS", r#"["https://a.example"]"#),
+        )
+        .unwrap();
+        assert_eq!(c.webhook.cors_origins, ["https://a.example"]);
+        let err = Config::from_parts(
+            Path::new("p.yaml"),
+            "",
+            env("PROTOFORGE_WEBHOOK__TRUSTED_PROXIES", "10.0.0.300"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("webhook.trusted_proxies[0]"), "{err}");
+        let err = Config::from_parts(
+            Path::new("p.yaml"),
+            "",
+            env("PROTOFORGE_WEBHOOK__CORS_ORIGINS", "[1, 2"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("JSON list"), "{err}");
     }
 
     #[test]

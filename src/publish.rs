@@ -388,6 +388,15 @@ impl Store {
         tree_listing(&self.repo, &self.trees, tree)
     }
 
+    /// The first parent of `commit` (None for a root commit).
+    pub fn parent_of(&self, commit: ObjectId) -> Result<Option<ObjectId>, PublishError> {
+        let c = self.repo.find_commit(commit).map_err(|e| PublishError::Corrupt {
+            repo: self.repo_path.clone(),
+            what: format!("commit {commit} cannot be read: {e}"),
+        })?;
+        Ok(c.parent_ids().next().map(|id| id.detach()))
+    }
+
     /// Apply `edits` (in order) on top of the tree of `expected_head` (None: the branch must not
     /// exist yet, so this makes a root commit), then move the branch from `expected_head` to the
     /// new commit by compare-and-swap. Returns the new commit id.

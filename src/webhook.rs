@@ -640,6 +640,16 @@ fn metrics(shared: &Shared) -> Response<Body> {
         "# HELP protoforge_queue_pending Jobs waiting, as of the builder's last scan.\n# TYPE protoforge_queue_pending gauge\nprotoforge_queue_pending {}\n",
         shared.board.queued()
     ));
+    let qs = [0.5, 0.9, 0.99, 1.0];
+    let (n, values) = shared.board.pickup_quantiles(&qs);
+    out.push_str("# HELP protoforge_queue_pickup_seconds From the 202 to the builder starting the job (latest 10,000).\n# TYPE protoforge_queue_pickup_seconds summary\n");
+    for (q, v) in qs.iter().zip(values) {
+        out.push_str(&format!(
+            "protoforge_queue_pickup_seconds{{quantile=\"{q}\"}} {:.6}\n",
+            v.as_secs_f64()
+        ));
+    }
+    out.push_str(&format!("protoforge_queue_pickup_seconds_count {n}\n"));
     full(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
 

@@ -634,3 +634,109 @@ fn random_bodies_and_headers_never_break_the_live_server() {
         .unwrap();
     assert_eq!(get(port, HOST, "/healthz").status, 200);
 }
+
+#[test]
+fn cors_allows_only_listed_origins() {
+    let repo = Repo::new();
+    let server = Server::start_env(
+        &repo,
+        &["--no-build"],
+        &[("PROTOFORGE_WEBHOOK__CORS_ORIGINS", "[\"https://shop.example\"]")],
+    );
+    let pre = http(
+        server.hook,
+        "OPTIONS",
+        HOST,
+        "/api/queue/submit",
+        &[("Origin", "https://shop.example"), ("Access-Control-Request-Method", "POST")],
+    );
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("https://shop.example"));
+    assert!(pre.header("access-control-allow-headers").unwrap().contains("idempotency-key"));
+    let other = http(
+        server.hook,
+        "OPTIONS",
+        HOST,
+        "/api/queue/submit",
+        &[("Origin", "https://evil.example")],
+    );
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let r = post(
+        &server,
+        "application/json",
+        br#"{"description": "From the shop's page"}"#,
+        &[("Origin", "https://shop.example")],
+    );
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://shop.example"));
+}
+
+#[test]
+fn forwarded_for_counts_only_from_a_trusted_proxy() {
+    let repo = Repo::new();
+    let limits = [
+        ("PROTOFORGE_WEBHOOK__RATE_LIMIT_BURST", "2"),
+        ("PROTOFORGE_WEBHOOK__RATE_LIMIT_PER_MINUTE", "1"),
+    ];
+    // Untrusted: a forged X-Forwarded-For does not buy a fresh bucket.
+    let server = Server::start_env(&repo, &["--no-build"], &limits);
+    let statuses: Vec<u16> = (0..3)
+        .map(|i| {
+            post(
+                &server,
+                "application/json",
+                format!("{{\"description\": \"untrusted {i}\"}}").as_bytes(),
+                &[("X-Forwarded-For", &format!("203.0.113.{i}"))],
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, vec![202, 202, 429]);
+    drop(server);
+    // Trusted (the test client is 127.0.0.1): each client address has its own bucket.
+    let mut env = limits.to_vec();
+    env.push(("PROTOFORGE_WEBHOOK__TRUSTED_PROXIES", "[\"127.0.0.1\"]"));
+    let server = Server::start_env(&repo, &["--no-build"], &env);
+    for i in 0..3 {
+        let r = post(
+            &server,
+            "application/json",
+            format!("{{\"description\": \"trusted {i}\"}}").as_bytes(),
+            &[("X-Forwarded-For", &format!("198.51.100.7, 203.0.113.{i}"))],
+        );
+        assert_eq!(r.status, 202, "client {i}: {}", r.text());
+    }
+    let same: Vec<u16> = (0..3)
+        .map(|i| {
+            post(
+                &server,
+                "application/json",
+                format!("{{\"description\": \"same client {i}\"}}").as_bytes(),
+                &[("X-Forwarded-For", "203.0.113.99")],
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(same, vec![202, 202, 429]);
+}
+
+#[test]
+fn a_body_that_trickles_in_is_cut_off() {
+    use std::io::{Read, Write};
+    let repo = Repo::new();
+    let server = Server::start_env(
+        &repo,
+        &["--no-build"],
+        &[("PROTOFORGE_WEBHOOK__BODY_READ_TIMEOUT_SECS", "1")],
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.hook)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"descr").unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(text.contains("body_timeout"), "{text}");
+}
