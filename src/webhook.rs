@@ -147,10 +147,11 @@ async fn serve_on(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let trusted = opts.cfg.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect();
+    let recent = remember_recent(&opts);
     let shared = Arc::new(Shared {
         board,
         metrics: Metrics::default(),
-        recent: Mutex::default(),
+        recent: Mutex::new(recent),
         buckets: Mutex::default(),
         trusted,
         opts,
@@ -1331,7 +1332,9 @@ async fn submit(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) 
     }
 
     let text = match serde_saphyr::to_string(&yaml) {
-        Ok(t) => t,
+        // The key rides along as a comment (not part of the submission or
+        // its hash), so a restart remembers it; see `remember_recent`.
+        Ok(t) => format!("{IDEMPOTENCY_MARK}{key}\n{t}"),
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1377,6 +1380,45 @@ async fn submit(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) 
         .insert(key, (a.clone(), Instant::now()));
     tracing::info!(job = %a.job_id, project_id = %a.project_id, "submission accepted");
     answer(shared, &a, StatusCode::ACCEPTED)
+}
+
+/// First line of a webhook's inbox file: the idempotency key of the post.
+const IDEMPOTENCY_MARK: &str = "# protoforge-idempotency: ";
+
+/// After a restart: the keys of the posts accepted within the idempotency
+/// window, read back from their inbox files, so that a client retrying
+/// across the restart still gets its first job.
+fn remember_recent(opts: &Options) -> HashMap<String, (Accepted, Instant)> {
+    let window = Duration::from_secs(opts.cfg.idempotency_window_secs);
+    let mut out = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(opts.inbox.dir()) else { return out };
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        let Some(job) =
+            path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".yaml"))
+        else {
+            continue;
+        };
+        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+        let Some(age) = age.filter(|a| *a < window) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Some(key) = text.lines().next().and_then(|l| l.strip_prefix(IDEMPOTENCY_MARK)) else {
+            continue;
+        };
+        let Ok(loaded) = opts.inbox.load_unchecked(&path) else { continue };
+        let accepted = Accepted {
+            job_id: job.to_string(),
+            status_url: format!("/api/queue/status/{job}"),
+            preview_url: opts.preview_url.replace("{id}", &loaded.parsed.project_id),
+            project_id: loaded.parsed.project_id.clone(),
+        };
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        out.insert(key.to_string(), (accepted, at));
+    }
+    if !out.is_empty() {
+        tracing::info!(jobs = out.len(), "remembered recent posts for idempotency");
+    }
+    out
 }
 
 /// The same fields and files, in any order, give the same key.

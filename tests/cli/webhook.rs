@@ -740,3 +740,29 @@ fn a_body_that_trickles_in_is_cut_off() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(text.contains("body_timeout"), "{text}");
 }
+
+#[test]
+fn idempotency_outlives_a_restart() {
+    let repo = Repo::new();
+    let server = Server::start(&repo, &["--no-build"]);
+    let body = br#"{"description": "Sent, then the server restarted, then retried"}"#;
+    let first =
+        json_of(&post(&server, "application/json", body, &[("Idempotency-Key", "retry-me")]));
+    let content =
+        json_of(&post(&server, "application/json", br#"{"description": "Same content"}"#, &[]));
+    server.kill9();
+    let server = Server::start(&repo, &["--no-build"]);
+    let again =
+        json_of(&post(&server, "application/json", body, &[("Idempotency-Key", "retry-me")]));
+    // (The preview URL names the new server's port.)
+    assert_eq!((&first["job_id"], &first["project_id"]), (&again["job_id"], &again["project_id"]));
+    let same =
+        json_of(&post(&server, "application/json", br#"{"description": "Same content"}"#, &[]));
+    assert_eq!(content["job_id"], same["job_id"]);
+    let yaml = std::fs::read_dir(repo.inbox())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        .count();
+    assert_eq!(yaml, 2);
+}
