@@ -722,20 +722,30 @@ impl Snapshot {
 }
 
 fn read_blob(repo: &gix::Repository, id: ObjectId, path: &str) -> Result<Vec<u8>, PublishError> {
+    read_object(repo, id, gix::objs::Kind::Blob, || format!("file {path:?} (blob {id})"))
+}
+
+/// The bytes of object `id`, which must be a `kind`; `what` names it in errors.
+fn read_object(
+    repo: &gix::Repository,
+    id: ObjectId,
+    kind: gix::objs::Kind,
+    what: impl Fn() -> String,
+) -> Result<Vec<u8>, PublishError> {
     let mut object = repo.find_object(id).map_err(|cause| PublishError::ReadObject {
         repo: repo_path(repo),
-        what: format!("file {path:?} (blob {id})"),
+        what: what(),
         cause,
     })?;
-    if object.kind != gix::objs::Kind::Blob {
+    if object.kind != kind {
         return Err(PublishError::Corrupt {
             repo: repo_path(repo),
-            what: format!("{path:?} should be a blob but {id} is a {}", object.kind),
+            what: format!("{} should be a {kind} but {id} is a {}", what(), object.kind),
         });
     }
     let mut data = std::mem::take(&mut object.data);
-    // A blob resolved from a delta chain comes in a buffer sized for the
-    // chain's work, often twice the blob or more; callers keep blobs in caches.
+    // An object resolved from a delta chain comes in a buffer sized for the
+    // chain's work, often twice its size or more; callers keep them in caches.
     data.shrink_to_fit();
     Ok(data)
 }
@@ -980,21 +990,7 @@ impl TreeCache {
         if let Some(data) = self.0.borrow().by_id.get(&id) {
             return Ok(Rc::clone(data));
         }
-        let mut object = repo.find_object(id).map_err(|cause| PublishError::ReadObject {
-            repo: repo_path(repo),
-            what: format!("tree {id}"),
-            cause,
-        })?;
-        if object.kind != gix::objs::Kind::Tree {
-            return Err(PublishError::Corrupt {
-                repo: repo_path(repo),
-                what: format!("{id} should be a tree but is a {}", object.kind),
-            });
-        }
-        let mut data = std::mem::take(&mut object.data);
-        // Sized for delta resolution, not for keeping.
-        data.shrink_to_fit();
-        let data = Rc::new(data);
+        let data = Rc::new(read_object(repo, id, gix::objs::Kind::Tree, || format!("tree {id}"))?);
         self.insert(id, Rc::clone(&data));
         Ok(data)
     }

@@ -69,6 +69,48 @@ fn sites() -> &'static Path {
         .1
 }
 
+/// `protoforge serve` on free ports (sites and webhook), killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    port: u16,
+    hook: u16,
+}
+
+impl Serve {
+    fn start(repo: &Path, args: &[&str]) -> Serve {
+        let free =
+            || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, hook) = (free(), free());
+        let child = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+            .current_dir(repo)
+            .arg("serve")
+            .args(args)
+            // The test's own switch is not a config key.
+            .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+            .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
+            .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for p in [port, hook] {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "the server did not start");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Serve { child, port, hook }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -222,22 +264,8 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
         .output()
         .unwrap();
     let id = String::from_utf8(out.stdout).unwrap().trim().trim_start_matches("sites/").to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_protoforge"))
-        .current_dir(&repo)
-        .args(["serve", "--no-build", "--no-prune"])
-        // The test's own switch is not a config key.
-        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
-        .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let server = Serve::start(&repo, &["--no-build", "--no-prune"]);
+    let port = server.port;
     let shots = project().join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("served-bakery.png");
@@ -249,8 +277,7 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
         .current_dir(project())
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["status"], 200, "{r}");
@@ -275,23 +302,8 @@ fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     pf(dir.path(), &["init", repo.to_str().unwrap()]);
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (port, hook) = (free(), free());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_protoforge"))
-        .current_dir(&repo)
-        .args(["serve", "--no-prune"])
-        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
-        .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", hook)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the webhook did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let server = Serve::start(&repo, &["--no-prune"]);
+    let (port, hook) = (server.port, server.hook);
     let logo = project().join("tests/fixtures/logo.png");
     let shots = project().join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -304,8 +316,7 @@ fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
         .current_dir(project())
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["redirected"], true, "the plain post was not answered with a redirect: {r}");
