@@ -70,6 +70,9 @@ pub struct WebhookConfig {
     pub preview_url: String,
     /// Largest request body (413 past it).
     pub max_body_bytes: u64,
+    /// Request bodies held in memory at once, all connections together;
+    /// past it, posts wait for room.
+    pub max_inflight_bytes: u64,
     /// Longest text field (bytes).
     pub max_field_bytes: usize,
     /// A field people leave empty and bots fill in; empty name: off.
@@ -102,6 +105,7 @@ impl Default for WebhookConfig {
             thank_you_url: "/thanks".into(),
             preview_url: String::new(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
             max_field_bytes: 64 * 1024,
             honeypot_field: "website".into(),
             idempotency_window_secs: 600,
@@ -455,6 +459,12 @@ impl Config {
         if w.max_body_bytes < 1024 {
             bad("webhook.max_body_bytes", "must be at least 1024".into());
         }
+        if w.max_inflight_bytes < w.max_body_bytes {
+            bad(
+                "webhook.max_inflight_bytes",
+                format!("must be at least webhook.max_body_bytes ({})", w.max_body_bytes),
+            );
+        }
         if w.max_field_bytes == 0 {
             bad("webhook.max_field_bytes", "must be at least 1".into());
         }
@@ -781,6 +791,8 @@ webhook:
   thank_you_url: "{wh_thanks}"
   # Largest request body, and longest text field (bytes).
   max_body_bytes: {wh_body}
+  # Bodies held in memory at once, all posts together; more wait (bytes).
+  max_inflight_bytes: {wh_inflight}
   max_field_bytes: {wh_field}
   # A hidden field bots fill in; empty: off.
   honeypot_field: "{wh_honeypot}"
@@ -845,6 +857,7 @@ prune:
         wh_listen = d.webhook.listen,
         wh_thanks = d.webhook.thank_you_url,
         wh_body = d.webhook.max_body_bytes,
+        wh_inflight = d.webhook.max_inflight_bytes,
         wh_field = d.webhook.max_field_bytes,
         wh_honeypot = d.webhook.honeypot_field,
         wh_idem = d.webhook.idempotency_window_secs,

@@ -124,6 +124,9 @@ struct Shared {
     recent: Mutex<HashMap<String, (Accepted, Instant)>>,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
     trusted: Vec<IpAddr>,
+    /// KiB of request bodies all connections may hold at once.
+    body_budget: Semaphore,
+    body_budget_kib: u32,
 }
 
 /// Serve the webhook on `opts.listen` until `shutdown` turns true.
@@ -148,7 +151,10 @@ async fn serve_on(
 ) {
     let trusted = opts.cfg.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect();
     let recent = remember_recent(&opts);
+    let budget = u32::try_from(opts.cfg.max_inflight_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
     let shared = Arc::new(Shared {
+        body_budget: Semaphore::new(budget as usize),
+        body_budget_kib: budget,
         board,
         metrics: Metrics::default(),
         recent: Mutex::new(recent),
@@ -1136,13 +1142,27 @@ async fn submit(shared: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) 
             ),
         )
     };
-    if let Some(len) =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > cfg.max_body_bytes
-    {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > cfg.max_body_bytes) {
         shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
         return too_big();
     }
+    // SECURITY: bodies are held in memory until written; bound what all
+    // connections hold together (else 256 connections x 32 MiB), waiting
+    // for room rather than failing. A body without a length reserves the
+    // most it may be.
+    let kib = declared.unwrap_or(cfg.max_body_bytes).div_ceil(1024).max(1);
+    let kib = u32::try_from(kib).unwrap_or(u32::MAX).min(shared.body_budget_kib);
+    let Ok(_reserved) = shared.body_budget.acquire_many(kib).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is stopping; try again",
+        );
+    };
     // SECURITY: a bounded body, read within a deadline (slow uploads).
     let limited = Limited::new(body, usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX));
     let body = match tokio::time::timeout(

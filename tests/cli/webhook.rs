@@ -766,3 +766,32 @@ fn idempotency_outlives_a_restart() {
         .count();
     assert_eq!(yaml, 2);
 }
+
+#[test]
+fn bodies_in_memory_are_bounded_across_connections() {
+    use std::io::Write;
+    let repo = Repo::new();
+    let server = Server::start_env(
+        &repo,
+        &["--no-build"],
+        &[
+            ("PROTOFORGE_WEBHOOK__MAX_BODY_BYTES", "65536"),
+            ("PROTOFORGE_WEBHOOK__MAX_INFLIGHT_BYTES", "65536"),
+            ("PROTOFORGE_WEBHOOK__BODY_READ_TIMEOUT_SECS", "2"),
+        ],
+    );
+    // A slow client reserves 40 KB of the 64 KB and stalls...
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", server.hook)).unwrap();
+    slow.write_all(b"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40000\r\n\r\n{").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a second 40 KB post waits for room (until the slow one is cut off),
+    // and is then taken, not refused.
+    let description = "x".repeat(39_000);
+    let body = format!("{{\"description\": \"{description}\"}}");
+    let start = Instant::now();
+    let r = post(&server, "application/json", body.as_bytes(), &[]);
+    let waited = start.elapsed();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(waited >= Duration::from_millis(1200), "did not wait for room: {waited:?}");
+    drop(slow);
+}
