@@ -531,27 +531,39 @@ fn serve(
             tracing::info!("shutting down: finishing the job in flight and draining connections");
             let _ = tx.send(true);
         });
+        // Bound first: a taken port fails `serve` now, not at shutdown. The
+        // demo goes on without the form instead.
+        let hook = match webhook {
+            Some(w) => match protoforge::webhook::bind(&w).await {
+                Ok(listener) => {
+                    let (board, rx) = (Arc::clone(&board), rx.clone());
+                    let addr = w.listen;
+                    let task = tokio::spawn(protoforge::webhook::serve_on(listener, w, board, rx));
+                    Some((task, addr))
+                }
+                Err(e) if announce.is_some() => {
+                    tracing::warn!("{e}; the demo runs without the contact form");
+                    None
+                }
+                Err(e) => return Err(anyhow::Error::from(e)),
+            },
+            None => None,
+        };
         if let Some(ids) = announce {
             let port = listen.port();
             println!("\nServing on http://localhost:{port}/ (Ctrl-C to stop):");
             for id in ids {
                 println!("  http://{id}.localhost:{port}/");
             }
+            if let Some((_, addr)) = &hook {
+                println!("Contact form (builds what you send): http://{addr}/");
+            }
         }
-        let hook = match webhook {
-            Some(w) => {
-                let (board, rx) = (Arc::clone(&board), rx.clone());
-                Some(tokio::spawn(async move { protoforge::webhook::run(w, board, rx).await }))
-            }
-            None => None,
-        };
         let served = protoforge::serve::run(opts, rx, Duration::from_secs(10)).await;
-        if let Some(hook) = hook {
-            match hook.await {
-                Ok(Err(e)) => return Err(anyhow::Error::from(e)),
-                Ok(Ok(())) => {}
-                Err(e) => tracing::error!("the webhook stopped: {e}"),
-            }
+        if let Some((task, _)) = hook
+            && let Err(e) = task.await
+        {
+            tracing::error!("the webhook stopped: {e}");
         }
         served.map_err(anyhow::Error::from)
     });
@@ -693,7 +705,7 @@ fn demo(dir: Option<PathBuf>, no_serve: bool) -> Result<ExitCode> {
         .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     drop(ws);
-    serve(dir, None, true, true, false, None, Some(ids))
+    serve(dir, None, true, true, true, None, Some(ids))
 }
 
 /// Log lines, for logs and pipes.

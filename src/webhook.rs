@@ -129,26 +129,22 @@ struct Shared {
     body_budget_kib: u32,
 }
 
-/// Serve the webhook on `opts.listen` until `shutdown` turns true.
-pub async fn run(
-    opts: Options,
-    board: Arc<Board>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), WebhookError> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
+/// Bind `opts.listen` (before anything else starts, so that a taken port
+/// fails `serve` at once).
+pub async fn bind(opts: &Options) -> Result<tokio::net::TcpListener, WebhookError> {
+    tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|source| WebhookError::Bind { addr: opts.listen, source })?;
-    tracing::info!(addr = %opts.listen, "webhook listening");
-    serve_on(listener, opts, board, shutdown).await;
-    Ok(())
+        .map_err(|source| WebhookError::Bind { addr: opts.listen, source })
 }
 
-async fn serve_on(
+/// Serve the webhook on `listener` until `shutdown` turns true.
+pub async fn serve_on(
     listener: tokio::net::TcpListener,
     opts: Options,
     board: Arc<Board>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
     let trusted = opts.cfg.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect();
     let recent = remember_recent(&opts);
     let budget = u32::try_from(opts.cfg.max_inflight_bytes.div_ceil(1024)).unwrap_or(u32::MAX);

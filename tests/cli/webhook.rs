@@ -795,3 +795,23 @@ fn bodies_in_memory_are_bounded_across_connections() {
     assert!(waited >= Duration::from_millis(1200), "did not wait for room: {waited:?}");
     drop(slow);
 }
+
+#[test]
+fn a_taken_webhook_port_fails_serve_at_once() {
+    let repo = Repo::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = Instant::now();
+    let run = repo.run_env(
+        &["serve", "--no-build", "--no-prune"],
+        &[
+            ("PROTOFORGE_WEBHOOK__LISTEN", &format!("127.0.0.1:{port}")),
+            ("PROTOFORGE_SERVE__LISTEN", &format!("127.0.0.1:{free}")),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("webhook.listen"), "{}", run.stderr);
+    assert!(start.elapsed() < Duration::from_secs(15));
+    drop(taken);
+}
