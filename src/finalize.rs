@@ -919,6 +919,7 @@ enum Meta {
     BadHttpEquiv(String),
     Robots,
     Viewport,
+    Referrer,
     Other,
 }
 
@@ -947,6 +948,7 @@ fn classify_meta(el: &Element<'_, '_>) -> Meta {
     match attr("name").as_deref() {
         Some("robots") => Meta::Robots,
         Some("viewport") => Meta::Viewport,
+        Some("referrer") => Meta::Referrer,
         _ => Meta::Other,
     }
 }
@@ -966,6 +968,13 @@ fn meta_policy(el: &mut Element<'_, '_>, in_head: bool, s: &mut Rewrite) -> Resu
         }
         Meta::ContentType { utf8: false } => {
             w.push(|| "removed <meta http-equiv=content-type> naming a non-UTF-8 charset".into());
+            el.remove();
+            return Ok(true);
+        }
+        Meta::Referrer => {
+            // SECURITY: a page must not loosen the server's `Referrer-Policy:
+            // no-referrer` (a meta referrer overrides it for the document).
+            w.push(|| "removed <meta name=referrer>; the server's no-referrer policy holds".into());
             el.remove();
             return Ok(true);
         }

@@ -68,6 +68,21 @@ enum Command {
     },
     /// List pending, done, failed and rejected submissions.
     Status,
+    /// Run a page (or a .css stylesheet) through finalize, as a build does,
+    /// and print the result; what was removed or added goes to stderr.
+    Finalize {
+        /// The HTML page or CSS file.
+        file: PathBuf,
+        /// Write the result here instead of to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Language of the page (BCP 47), for `lang`, `dir` and the banner.
+        #[arg(long, default_value = "en")]
+        lang: String,
+        /// Title used when the page has none (default: the file's name).
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// Clear the failure record of a job so that it is built again.
     Retry {
         /// Project id, or the first 8+ characters of the submission hash.
@@ -182,6 +197,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Finalize { file, out, lang, title } => {
+            finalize_file(&file, out.as_deref(), &lang, title.as_deref())
+        }
         Command::Config => {
             let path = cli.config.clone().unwrap_or_else(|| repo.join(config::FILE_NAME));
             let config = Config::load(&path)
@@ -270,6 +288,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             serve(repo, cli.config.clone(), !no_build, !no_prune, !no_webhook, now, None)
         }
     }
+}
+
+fn finalize_file(
+    file: &Path,
+    out: Option<&Path>,
+    lang: &str,
+    title: Option<&str>,
+) -> Result<ExitCode> {
+    use protoforge::finalize::{self, Direction, PageOptions};
+    protoforge::submission::validate_language(lang)
+        .map_err(|why| anyhow::anyhow!("--lang {lang}: {why}"))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} (it must be UTF-8 text)", file.display()))?;
+    let is_css = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("css"));
+    let (result, warnings) = if is_css {
+        let css = finalize::finalize_css(&text);
+        (css.css, css.warnings)
+    } else {
+        let expires = (chrono::Utc::now() + chrono::TimeDelta::days(30)).format("%Y-%m-%d");
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let opts = PageOptions {
+            lang,
+            dir: if protoforge::submission::is_rtl(lang) { Direction::Rtl } else { Direction::Ltr },
+            banner: &format!("Prototype — expires on {expires}"),
+            title: title.unwrap_or(&stem),
+        };
+        let page = finalize::finalize_html(&text, &opts)
+            .with_context(|| format!("{} cannot be finalized", file.display()))?;
+        (page.html, page.warnings)
+    };
+    for w in &warnings {
+        eprintln!("{}: {w}", file.display());
+    }
+    match out {
+        Some(out) => std::fs::write(out, &result)
+            .with_context(|| format!("cannot write {}", out.display()))?,
+        None => print!("{result}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build_once(ws: &Workspace) -> Result<ExitCode> {

@@ -6,6 +6,7 @@ mod util;
 mod build;
 mod commands;
 mod crash;
+mod finalize;
 mod invalid;
 mod prune;
 mod serve;
