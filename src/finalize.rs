@@ -566,6 +566,8 @@ struct Rewrite {
     banner: String,
     extras_placed: bool,
     banner_style_placed: bool,
+    /// Every `id` so far, to keep them unique.
+    ids: std::collections::HashSet<String>,
     style: StyleMode,
     /// Where the input ends and [`SENTINEL`] begins.
     input_len: usize,
@@ -611,6 +613,7 @@ impl Rewrite {
             ),
             extras_placed: false,
             banner_style_placed: false,
+            ids: std::collections::HashSet::new(),
             style: StyleMode::None,
             input_len,
             open_cdata: false,
@@ -821,6 +824,34 @@ fn sanitize_element(
         el.set_attribute("alt", "")?;
         let src = el.get_attribute("src").unwrap_or_default();
         w.push(|| format!("added alt=\"\" to <img src=\"{}\">", shown(&decode_entities(&src))));
+    }
+    if html_ns && matches!(tag, "a" | "area" | "form") && el.has_attribute("target") {
+        // SECURITY: a page opened in a new tab gets no handle on this one
+        // (reverse tabnabbing) and no referrer.
+        let rel = el.get_attribute("rel").unwrap_or_default();
+        let mut words: Vec<&str> = rel.split_ascii_whitespace().collect();
+        for word in ["noopener", "noreferrer"] {
+            if !words.iter().any(|w| w.eq_ignore_ascii_case(word)) {
+                words.push(word);
+            }
+        }
+        el.set_attribute("rel", &words.join(" "))?;
+    }
+    if let Some(id) = el.get_attribute("id") {
+        // Duplicate ids break fragment links and labels; later ones get a suffix.
+        if !s.ids.insert(id.clone()) {
+            let mut n = 2;
+            let fresh = loop {
+                let candidate = format!("{id}-{n}");
+                if !s.ids.contains(&candidate) {
+                    break candidate;
+                }
+                n += 1;
+            };
+            s.ids.insert(fresh.clone());
+            el.set_attribute("id", &fresh)?;
+            s.warnings.push(|| format!("renamed a duplicate id \"{}\" to \"{fresh}\"", shown(&id)));
+        }
     }
     Ok(())
 }
@@ -2390,6 +2421,28 @@ mod tests {
         assert!(has(&out, "removed <animate> animating href"), "{:?}", out.warnings);
         assert!(has(&out, "removed <set> animating xlink:href"));
         assert!(has(&out, r#"removed remote URL href="//evil.example/p.png" on <image>"#));
+    }
+
+    #[test]
+    fn new_tabs_get_noopener_and_ids_stay_unique() {
+        let out = fin(
+            r#"<a href="https://example.org/" target="_blank">x</a><a target=_new rel="author NoOpener">y</a>"#,
+        );
+        assert!(out.html.contains(r#"target="_blank" rel="noopener noreferrer""#), "{}", out.html);
+        assert!(out.html.contains(r#"rel="author NoOpener noreferrer""#), "{}", out.html);
+        let out =
+            fin(r#"<h1 id="top">a</h1><h2 id="top">b</h2><p id="top-2">c</p><p id="top">d</p>"#);
+        for id in ["\"top\"", "\"top-2\"", "\"top-3\""] {
+            assert_eq!(out.html.matches(&format!("id={id}")).count(), 1, "{id}: {}", out.html);
+        }
+        assert!(out.warnings.iter().any(|w| w.contains("duplicate id")), "{:?}", out.warnings);
+    }
+
+    #[test]
+    fn meta_referrer_is_removed() {
+        let out = fin(r#"<meta name="referrer" content="unsafe-url"><p>x</p>"#);
+        assert!(!out.html.contains("referrer"), "{}", out.html);
+        assert!(out.warnings.iter().any(|w| w.contains("meta name=referrer")));
     }
 
     #[test]

@@ -137,6 +137,12 @@ fn hostile_pages_come_out_inert() {
         for (attr, value) in &all {
             assert!(!attr.starts_with("on"), "{name}: an on* handler survived: {attr}={value:?}");
         }
+        let ids: Vec<_> = all.iter().filter(|(a, _)| a == "id").map(|(_, v)| v).collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(ids.len(), unique.len(), "{name}: duplicate ids: {ids:?}");
+        for tag in tags(&html).into_iter().filter(|t| t.contains(" target=")) {
+            assert!(tag.contains("noopener") && tag.contains("noreferrer"), "{name}: {tag}");
+        }
         let url_attrs = [
             "href",
             "src",
