@@ -32,6 +32,13 @@ fn tool(path: PathBuf, what: &str) -> Option<PathBuf> {
     None
 }
 
+/// playwright-core and Debian chromium are both there (or, when required,
+/// a panic saying which is missing).
+fn browser_tools() -> bool {
+    tool(project().join("node_modules/playwright-core/package.json"), "playwright-core").is_some()
+        && tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium").is_some()
+}
+
 fn pf(dir: &Path, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_protoforge"))
         .current_dir(dir)
@@ -176,12 +183,9 @@ fn every_page_and_stylesheet_passes_the_w3c_checker() {
 
 #[test]
 fn every_site_works_in_headless_chromium() {
-    let Some(_) =
-        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
-    else {
+    if !browser_tools() {
         return;
-    };
-    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    }
     let preview = sites();
     let shots = project().join("target/screenshots");
     let out = Command::new("node")
@@ -246,12 +250,9 @@ fn every_site_works_in_headless_chromium() {
 
 #[test]
 fn a_served_prototype_renders_in_chromium_without_csp_violations() {
-    let Some(_) =
-        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
-    else {
+    if !browser_tools() {
         return;
-    };
-    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    }
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     pf(dir.path(), &["init", repo.to_str().unwrap()]);
@@ -293,12 +294,9 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
 
 #[test]
 fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
-    let Some(_) =
-        tool(project().join("node_modules/playwright-core/package.json"), "playwright-core")
-    else {
+    if !browser_tools() {
         return;
-    };
-    let Some(_) = tool(PathBuf::from("/usr/bin/chromium"), "Debian chromium") else { return };
+    }
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     pf(dir.path(), &["init", repo.to_str().unwrap()]);
