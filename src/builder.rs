@@ -21,7 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, ConfigError};
-use crate::finalize::{self, Direction, PageOptions};
+use crate::finalize::{self, Budget, ColorPair, Direction, PageOptions, SiteOptions};
 use crate::inbox::{Inbox, InboxError, Job};
 use crate::publish::{Housekeeping, Identity, PublishError, Snapshot, Store, TreeEdit};
 use crate::stages::{self, StageRecord};
@@ -676,27 +676,54 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     let mut warnings = analysis.warnings.clone();
     let banner = t.get("banner").replace("{date}", &expires_at.format("%Y-%m-%d").to_string());
     ws.board.stage("finalize", 65);
-    let (html, css) = stages::timed(&mut records, "finalize", || {
-        let opts = PageOptions {
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("index.html".into(), rendered.index_html.into_bytes()),
+        ("styles.css".into(), rendered.styles_css.into_bytes()),
+        ("script.js".into(), rendered.script_js),
+    ];
+    files.extend(analysis.assets.iter().cloned());
+    let p = &analysis.palette;
+    let pair = |name, fg: &str, bg: &str| ColorPair {
+        name,
+        foreground: fg.to_owned(),
+        background: bg.to_owned(),
+    };
+    let fc = &ws.config.finalize;
+    let opts = SiteOptions {
+        page: PageOptions {
             lang: &analysis.lang,
             dir: if analysis.dir == "rtl" { Direction::Rtl } else { Direction::Ltr },
             banner: &banner,
             title: &analysis.name,
-        };
-        let page = finalize::finalize_html(&rendered.index_html, &opts)?;
-        let css = finalize::finalize_css(&rendered.styles_css);
-        Ok::<_, finalize::FinalizeError>((page, css))
-    })
-    .map_err(|e| GenerateError { stage: "finalize", reason: e.to_string() })?;
-    warnings.extend(html.warnings);
-    warnings.extend(css.warnings);
-
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("index.html".into(), html.html.into_bytes()),
-        ("styles.css".into(), css.css.into_bytes()),
-        ("script.js".into(), rendered.script_js),
-    ];
-    files.extend(analysis.assets.iter().cloned());
+            dismiss: t.get("banner_dismiss"),
+            form_note: t.get("form_prototype_note"),
+            ..PageOptions::default()
+        },
+        max_image_px: fc.max_image_px,
+        budget: Budget {
+            bytes: fc.budget_bytes,
+            with_images_bytes: fc.budget_with_images_bytes,
+            hard_cap_bytes: fc.hard_cap_bytes,
+        },
+        descriptions: analysis
+            .logo
+            .iter()
+            .chain(&analysis.images)
+            .filter(|i| !i.alt.is_empty())
+            .map(|i| (i.src.clone(), i.alt.clone()))
+            .collect(),
+        palette: vec![
+            pair("text on background", &p.text, &p.background),
+            pair("text on surface", &p.text, &p.surface),
+            pair("muted text on background", &p.muted, &p.background),
+            pair("text on primary", &p.on_primary, &p.primary),
+            pair("text on accent", &p.on_accent, &p.accent),
+        ],
+    };
+    let site = stages::timed(&mut records, "finalize", || finalize::finalize_site(files, &opts))
+        .map_err(|e| GenerateError { stage: "finalize", reason: e.to_string() })?;
+    warnings.extend(site.warnings);
+    let mut files = site.files;
     let metadata = Metadata {
         format: METADATA_FORMAT,
         project_id: &job.parsed.project_id,
@@ -726,6 +753,7 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
             .map(|(p, b)| FileEntry { path: p.clone(), size: b.len() as u64 })
             .collect(),
         warnings: warnings.clone(),
+        checks: site.checks,
     };
     let json = serde_json::to_vec_pretty(&metadata).expect("metadata serializes");
     files.push(("metadata.json".into(), json));
@@ -752,6 +780,7 @@ struct Metadata<'a> {
     stages: Vec<StageRecord>,
     files: Vec<FileEntry>,
     warnings: Vec<String>,
+    checks: finalize::Checks,
 }
 
 #[derive(Serialize)]

@@ -49,6 +49,7 @@ pub struct Config {
     pub builder: BuilderConfig,
     pub limits: Limits,
     pub generator: GeneratorConfig,
+    pub finalize: FinalizeConfig,
     pub serve: ServeConfig,
     pub prune: PruneConfig,
     pub webhook: WebhookConfig,
@@ -190,6 +191,30 @@ pub struct Limits {
     pub max_attachments: usize,
 }
 
+/// The last gate before publishing (see `finalize`): images and the size budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinalizeConfig {
+    /// Images are scaled down to fit this many pixels on their longer side.
+    pub max_image_px: u32,
+    /// Past this total size a site gets a warning: without images, and with.
+    pub budget_bytes: u64,
+    pub budget_with_images_bytes: u64,
+    /// Past this total size the job fails.
+    pub hard_cap_bytes: u64,
+}
+
+impl Default for FinalizeConfig {
+    fn default() -> Self {
+        FinalizeConfig {
+            max_image_px: 1600,
+            budget_bytes: 2 * 1024 * 1024,
+            budget_with_images_bytes: 10 * 1024 * 1024,
+            hard_cap_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -215,6 +240,7 @@ impl Default for Config {
             builder: BuilderConfig::default(),
             limits: Limits::default(),
             generator: GeneratorConfig::default(),
+            finalize: FinalizeConfig::default(),
             serve: ServeConfig::default(),
             prune: PruneConfig::default(),
             webhook: WebhookConfig::default(),
@@ -515,6 +541,22 @@ impl Config {
         if self.prune.retention_days == 0 {
             bad("prune.retention_days", "must be at least 1".into());
         }
+        let f = &self.finalize;
+        if !(16..=10_000).contains(&f.max_image_px) {
+            bad(
+                "finalize.max_image_px",
+                format!("{} is out of range; use 16 to 10000 (default 1600)", f.max_image_px),
+            );
+        }
+        if f.hard_cap_bytes < f.budget_bytes.max(f.budget_with_images_bytes) {
+            bad(
+                "finalize.hard_cap_bytes",
+                format!(
+                    "{} is below the budgets ({} and {}); the cap must be the largest",
+                    f.hard_cap_bytes, f.budget_bytes, f.budget_with_images_bytes
+                ),
+            );
+        }
         if let Err(why) = crate::submission::validate_language(&self.generator.default_language) {
             bad("generator.default_language", why);
         }
@@ -763,6 +805,18 @@ generator:
   # Show the contact's email and phone on the prototype page.
   show_contact_details: {show}
 
+finalize:
+  # Images are scaled down to fit this many pixels on their longer side,
+  # re-encoded without their metadata (EXIF, GPS), and kept as WebP where
+  # that is smaller.
+  max_image_px: {max_px}
+  # Total site size past which a warning is recorded, without images and
+  # with them (bytes).
+  budget_bytes: {budget}
+  budget_with_images_bytes: {budget_img}
+  # Total site size past which the job fails (bytes).
+  hard_cap_bytes: {hard_cap}
+
 serve:
   # Address of the static server (`protoforge serve`).
   listen: "{listen}"
@@ -845,6 +899,10 @@ prune:
         max_atts = d.limits.max_attachments,
         lang = d.generator.default_language,
         show = d.generator.show_contact_details,
+        max_px = d.finalize.max_image_px,
+        budget = d.finalize.budget_bytes,
+        budget_img = d.finalize.budget_with_images_bytes,
+        hard_cap = d.finalize.hard_cap_bytes,
         listen = d.serve.listen,
         max_conn = d.serve.max_connections,
         hdr_timeout = d.serve.header_read_timeout_secs,

@@ -313,8 +313,12 @@ fn finalize_file(
             dir: if protoforge::submission::is_rtl(lang) { Direction::Rtl } else { Direction::Ltr },
             banner: &format!("Prototype — expires on {expires}"),
             title: title.unwrap_or(&stem),
+            dismiss: "Dismiss",
+            form_note: "This is a prototype: messages are not sent.",
+            path: "",
+            site: None,
         };
-        let page = finalize::finalize_html(&text, &opts)
+        let page = finalize::finalize_page(&text, &opts)
             .with_context(|| format!("{} cannot be finalized", file.display()))?;
         (page.html, page.warnings)
     };

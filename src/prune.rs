@@ -670,12 +670,16 @@ pub fn extend(
             Some(l) if crate::submission::validate_language(&l).is_ok() => l,
             _ => ws.config.generator.default_language.clone(),
         };
-        let banner = ws.layouts.strings(&lang).get("banner").replace("{date}", &date);
+        let t = ws.layouts.strings(&lang);
+        let banner = t.get("banner").replace("{date}", &date);
         let opts = PageOptions {
             lang: &lang,
             dir: if rtl { Direction::Rtl } else { Direction::Ltr },
             banner: &banner,
             title: id,
+            dismiss: t.get("banner_dismiss"),
+            form_note: t.get("form_prototype_note"),
+            ..PageOptions::default()
         };
         let mut edits = vec![TreeEdit::PutFile { path: meta_path, bytes: new_meta }];
         for (rel, bytes) in snapshot.read_dir_recursive(&dir)? {
@@ -684,7 +688,7 @@ pub fn extend(
             }
             let path = format!("{dir}/{rel}");
             let html = String::from_utf8_lossy(&bytes);
-            let page = finalize::finalize_html(&html, &opts)
+            let page = finalize::finalize_html(&html, &PageOptions { path: &rel, ..opts })
                 .map_err(|source| PruneError::Finalize { path: path.clone(), source })?;
             edits.push(TreeEdit::PutFile { path, bytes: page.html.into_bytes() });
         }

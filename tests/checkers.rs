@@ -139,25 +139,13 @@ fn site_ids(preview: &Path) -> Vec<String> {
     ids
 }
 
-#[test]
-fn every_page_and_stylesheet_passes_the_w3c_checker() {
-    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
-    else {
-        return;
-    };
-    let preview = sites();
-    let ids = site_ids(preview);
-    assert!(ids.len() >= 11, "{ids:?}");
-    let mut files = Vec::new();
-    for id in &ids {
-        files.push(preview.join(id).join("index.html"));
-        files.push(preview.join(id).join("styles.css"));
-    }
+/// The W3C checker's errors and warnings on `files`, one line each.
+fn vnu(jar: &Path, files: &[PathBuf]) -> (Vec<String>, Vec<String>) {
     let out = Command::new("java")
         .arg("-jar")
-        .arg(&jar)
+        .arg(jar)
         .args(["--format", "json", "--also-check-css"])
-        .args(&files)
+        .args(files)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
@@ -176,6 +164,67 @@ fn every_page_and_stylesheet_passes_the_w3c_checker() {
     };
     let errors = describe(&|m| m["type"] == "error" || m["type"] == "non-document-error");
     let warnings = describe(&|m| m["subType"] == "warning");
+    (errors, warnings)
+}
+
+/// Every hostile page, finalized by the binary into a temp dir.
+fn finalized_hostile_pages() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pages: Vec<_> = std::fs::read_dir(project().join("tests/fixtures/hostile-pages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 15, "{} hostile pages", pages.len());
+    let mut out = Vec::new();
+    for page in pages {
+        let to = dir.path().join(page.file_name().unwrap());
+        pf(dir.path(), &["finalize", page.to_str().unwrap(), "--out", to.to_str().unwrap()]);
+        out.push(to);
+    }
+    (dir, out)
+}
+
+#[test]
+fn every_hostile_page_passes_the_w3c_checker_after_finalize() {
+    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
+    else {
+        return;
+    };
+    let (_dir, files) = finalized_hostile_pages();
+    let raw: Vec<PathBuf> = files
+        .iter()
+        .map(|f| project().join("tests/fixtures/hostile-pages").join(f.file_name().unwrap()))
+        .collect();
+    let (errors, warnings) = vnu(&jar, &files);
+    // One checker run for both sets would mix them up; two runs cost 2.5 s more.
+    let (raw_errors, _) = vnu(&jar, &raw);
+    assert!(raw_errors.len() >= 15, "the raw pages should fail the checker: {raw_errors:?}");
+    eprintln!(
+        "vnu: {} hostile pages: {} errors before finalize; after: {} errors, {} warnings",
+        files.len(),
+        raw_errors.len(),
+        errors.len(),
+        warnings.len()
+    );
+    assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn every_page_and_stylesheet_passes_the_w3c_checker() {
+    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
+    else {
+        return;
+    };
+    let preview = sites();
+    let ids = site_ids(preview);
+    assert!(ids.len() >= 11, "{ids:?}");
+    let mut files = Vec::new();
+    for id in &ids {
+        files.push(preview.join(id).join("index.html"));
+        files.push(preview.join(id).join("styles.css"));
+    }
+    let (errors, warnings) = vnu(&jar, &files);
     eprintln!("vnu: {} files, {} errors, {} warnings", files.len(), errors.len(), warnings.len());
     assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
     assert!(warnings.is_empty(), "the W3C checker warns:\n{}", warnings.join("\n"));
@@ -285,6 +334,7 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
     assert!(r["csp"].as_str().unwrap().contains("script-src 'self'"), "{r}");
     assert!(r["title"].as_str().unwrap().contains("Rosie"), "{r}");
     assert!(r["banner"].as_str().unwrap().contains("expires on"), "{r}");
+    assert_eq!(r["dismissed"], true, "the banner's close button did not close it: {r}");
     assert_ne!(r["styled"], "rgba(0, 0, 0, 0)", "the stylesheet did not load: {r}");
     let messages = r["console"].as_array().unwrap();
     assert!(messages.is_empty(), "console messages (CSP violations?): {messages:?}");
@@ -344,5 +394,113 @@ fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
     eprintln!(
         "chromium: the contact form posted with and without JavaScript; screenshot {}",
         shot.display()
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn hostile_pages_do_nothing_in_chromium() {
+    if !browser_tools() {
+        return;
+    }
+    let (out_dir, finalized) = finalized_hostile_pages();
+    // Publish each finalized page as a site of its own, next to the site's own script.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    pf(dir.path(), &["init", repo.to_str().unwrap()]);
+    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/bakery.yaml"))
+        .unwrap();
+    pf(&repo, &["build", "--once"]);
+    let wt = dir.path().join("wt");
+    git(&repo, &["worktree", "add", wt.to_str().unwrap(), "prototypes"]);
+    let mut ids = Vec::new();
+    for (n, page) in finalized.iter().enumerate() {
+        let id = format!("hostile-{:02}-abcdefgh", n + 1);
+        let site = wt.join("sites").join(&id);
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::copy(page, site.join("index.html")).unwrap();
+        std::fs::write(site.join("script.js"), "document.documentElement.dataset.own = '1';\n")
+            .unwrap();
+        std::fs::write(site.join("metadata.json"), r#"{"expires_at": "2099-01-01T00:00:00Z"}"#)
+            .unwrap();
+        std::fs::write(out_dir.path().join("script.js"), "/* the site's own */\n").unwrap();
+        ids.push(id);
+    }
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "hostile"]);
+    let server = Serve::start(&repo, &["--no-build", "--no-prune"]);
+    let served: Vec<String> =
+        ids.iter().map(|id| format!("http://{id}.localhost:{}/", server.port)).collect();
+    let file_url = |p: &Path| format!("file://{}", p.display());
+    let local: Vec<String> = finalized.iter().map(|p| file_url(p)).collect();
+    let raw: Vec<String> = finalized
+        .iter()
+        .map(|p| {
+            file_url(&project().join("tests/fixtures/hostile-pages").join(p.file_name().unwrap()))
+        })
+        .collect();
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/hostile.mjs"))
+        .args(served.iter().chain(&local).chain(&raw))
+        .current_dir(project())
+        .output()
+        .unwrap();
+    drop(server);
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), 3 * finalized.len());
+    let foreign = |r: &serde_json::Value| -> Vec<String> {
+        r["scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .filter(|s| !s.ends_with("/script.js"))
+            .collect()
+    };
+    let (served_r, rest) = results.split_at(finalized.len());
+    let (local_r, raw_r) = rest.split_at(finalized.len());
+    // Finalized, with the server's CSP and without it (file://): inert either way.
+    for r in served_r.iter().chain(local_r) {
+        let url = r["url"].as_str().unwrap();
+        assert_eq!(r["external"], serde_json::json!([]), "{url}: requests left the origin: {r}");
+        assert_eq!(r["dialogs"], serde_json::json!([]), "{url}: a dialog fired: {r}");
+        assert_eq!(foreign(r), Vec::<String>::new(), "{url}: a script not the site's ran: {r}");
+        assert!(!r["finalUrl"].as_str().unwrap().contains("example"), "{url} navigated away: {r}");
+    }
+    for r in served_r {
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    // The raw pages do what they were written to do: the checks can fail.
+    let caught: Vec<&str> = raw_r
+        .iter()
+        .filter(|r| {
+            !r["external"].as_array().unwrap().is_empty()
+                || !r["dialogs"].as_array().unwrap().is_empty()
+                || !foreign(r).is_empty()
+        })
+        .map(|r| r["url"].as_str().unwrap())
+        .collect();
+    // (Links and forms act only when clicked, so not every raw page shows itself on load.)
+    assert!(caught.len() >= 5, "only {} raw pages misbehaved: {caught:?}", caught.len());
+    let (ext, dialogs, scripts) = raw_r.iter().fold((0, 0, 0), |(e, d, s), r| {
+        (
+            e + r["external"].as_array().unwrap().len(),
+            d + r["dialogs"].as_array().unwrap().len(),
+            s + foreign(r).len(),
+        )
+    });
+    assert!(
+        ext > 0 && dialogs > 0 && scripts > 0,
+        "{ext} requests, {dialogs} dialogs, {scripts} scripts"
+    );
+    eprintln!(
+        "chromium: {} hostile pages inert served with CSP and from file:// without it; the raw \
+         pages made {ext} off-origin requests, {dialogs} dialogs and ran {scripts} foreign scripts",
+        finalized.len()
     );
 }

@@ -31,8 +31,11 @@ fn render(file: &Path) -> (serde_json::Value, String) {
         dir: if a.dir == "rtl" { Direction::Rtl } else { Direction::Ltr },
         banner: &banner,
         title: &a.name,
+        dismiss: t.get("banner_dismiss"),
+        form_note: t.get("form_prototype_note"),
+        ..PageOptions::default()
     };
-    let page = finalize::finalize_html(&rendered.index_html, &opts).expect("finalizes");
+    let page = finalize::finalize_page(&rendered.index_html, &opts).expect("finalizes");
     let summary = serde_json::json!({
         "project_id": job.parsed.project_id,
         "layout": rendered.layout,

@@ -130,6 +130,13 @@ impl Palette {
         let text = ensure_contrast(primary.mix(BLACK, 0.78), background, 7.0, BLACK);
         let muted = ensure_contrast(text.mix(background, 0.35), background, 4.5, text);
         let accent = accent.unwrap_or_else(|| rotate_hue(primary, 35.0).mix(WHITE, 0.15));
+        // Badges and buttons put small text on the accent: 4.5:1 with white or near-black,
+        // darkening the accent when neither reaches it.
+        let accent = if ratio(on(accent), accent) >= 4.6 {
+            accent
+        } else {
+            ensure_contrast(accent, WHITE, 4.6, BLACK)
+        };
         let surface = background.mix(WHITE, 0.55);
         Palette {
             primary: primary.hex(),
@@ -281,6 +288,7 @@ mod tests {
         assert!(contrast(&p.text, &p.background) >= 4.5, "{p:?}");
         assert!(contrast(&p.muted, &p.background) >= 4.5, "{p:?}");
         assert!(contrast(&p.on_primary, &p.primary) >= 4.5, "{p:?}");
+        assert!(contrast(&p.on_accent, &p.accent) >= 4.5, "{p:?}");
         assert!(contrast(&p.primary, &p.background) >= 4.5, "{p:?}");
     }
 

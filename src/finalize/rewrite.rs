@@ -1,4 +1,4 @@
-//! The last gate before publishing: every generated page and stylesheet goes through here.
+//! The streaming rewrite of one page or stylesheet with lol_html.
 //!
 //! Pages come from our tera templates today and from a small, unreliable LLM later, so input
 //! is hostile. [`finalize_html`] runs lol_html twice: pass 1 only looks (what the head already
@@ -29,6 +29,8 @@ use std::ops::Range;
 use std::rc::Rc;
 
 use lol_html::errors::RewritingError;
+
+use super::tree::resolve;
 use lol_html::html_content::{ContentType, Element, TextChunk, TextType};
 use lol_html::{
     HandlerResult, HtmlRewriter, OutputSink, Settings, comments, doc_comments, doc_text, doctype,
@@ -48,21 +50,30 @@ const ROBOTS: &str = "noindex, nofollow";
 const ROBOTS_META: &str = r#"<meta name="robots" content="noindex, nofollow">"#;
 const BANNER_STYLE: &str = concat!(
     "<style data-pf-banner>",
-    ".pf-banner{position:sticky;top:0;z-index:2147483647;display:block;margin:0;",
-    "padding:.35em .75em;font:600 13px/1.4 system-ui,sans-serif;text-align:center;",
+    ".pf-banner{position:sticky;top:0;z-index:2147483647;display:block;box-sizing:border-box;",
+    "width:100%;max-width:none;margin:0;padding:.35em .75em;border:0;",
+    "font:600 13px/1.4 system-ui,sans-serif;text-align:center;",
     "color:#fff;background:#111827;border-bottom:1px solid #4b5563}",
+    ".pf-banner:not([open]):not(div){display:none}.pf-banner form{margin:0}",
+    ".pf-banner-close{min-width:24px;min-height:24px;margin-inline-start:.75em;padding:0 .4em;",
+    "font:inherit;color:inherit;background:transparent;border:1px solid #9ca3af;",
+    "border-radius:4px;cursor:pointer}",
+    ".pf-form-note{font-size:.875em;opacity:.85}",
     "</style>"
 );
+/// Marks the note finalize (or our templates) put in a form.
+const FORM_NOTE_MARKER: &str = "data-pf-form-note";
 /// Grey picture-frame shown instead of a remote image.
 const IMG_PLACEHOLDER: &str = concat!(
-    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='64' height='48' ",
-    "viewBox='0 0 64 48'%3E%3Crect width='64' height='48' fill='%23e5e7eb'/%3E%3Cpath ",
-    "d='M8 40l16-18 12 12 8-8 12 14z' fill='%239ca3af'/%3E%3C/svg%3E"
+    "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'%20width='64'%20height='48'",
+    "%20viewBox='0%200%2064%2048'%3E%3Crect%20width='64'%20height='48'%20fill='%23e5e7eb'/%3E",
+    "%3Cpath%20d='M8%2040l16-18%2012%2012%208-8%2012%2014z'%20fill='%239ca3af'/%3E%3C/svg%3E"
 );
 
 /// Text direction of the page, written to `<html dir>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
+    #[default]
     Ltr,
     Rtl,
 }
@@ -78,15 +89,54 @@ impl Direction {
 }
 
 /// What [`finalize_html`] writes into every page.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PageOptions<'a> {
     /// BCP 47 tag, already validated.
     pub lang: &'a str,
     pub dir: Direction,
     /// Already-localized plain text, e.g. "Prototype — expires on 2026-12-02".
     pub banner: &'a str,
-    /// Plain-text `<title>` used when the page has none.
+    /// Plain-text `<title>` used when the page has none (or an empty one).
     pub title: &'a str,
+    /// Accessible name of the banner's close button ("Dismiss"); empty: the banner stays.
+    pub dismiss: &'a str,
+    /// Added to every form that lacks one ("This is a prototype: messages are not sent.");
+    /// empty: none.
+    pub form_note: &'a str,
+    /// The page's path in the site (`index.html` when empty), to resolve references.
+    pub path: &'a str,
+    /// What the rest of the site holds, when a whole site is finalized.
+    pub site: Option<&'a SiteFiles>,
+}
+
+/// The site around a page: what its references may point at.
+#[derive(Debug, Clone, Default)]
+pub struct SiteFiles {
+    /// Every file of the site, by path.
+    pub files: std::collections::BTreeSet<String>,
+    /// The stylesheet and script every page links (`styles.css`, `script.js`), if the site
+    /// has them.
+    pub stylesheet: Option<String>,
+    pub script: Option<String>,
+    /// Images by the path pages refer to them with.
+    pub images: std::collections::HashMap<String, ImageInfo>,
+}
+
+/// What finalize knows about one image of the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Where the image is now (re-encoding may change its format, and so its name).
+    pub path: String,
+    pub width: u32,
+    pub height: u32,
+    /// The customer's description, for `alt` when the page gives none.
+    pub alt: Option<String>,
+}
+
+impl PageOptions<'_> {
+    fn page_path(&self) -> &str {
+        if self.path.is_empty() { "index.html" } else { self.path }
+    }
 }
 
 /// A page ready to publish, and what was removed or added on the way.
@@ -118,6 +168,18 @@ pub enum FinalizeError {
          (the input was a &str), report it together with the page"
     )]
     NotUtf8 { source: std::string::FromUtf8Error },
+    #[error(
+        "{page}: the rewritten page is still unsafe in a browser's eyes: {}; hint: this is a \
+         bug in finalize (lol_html and html5ever disagree on this markup); the job is failed \
+         rather than published, report it together with the page",
+        problems.join("; ")
+    )]
+    Unsafe { page: String, problems: Vec<String> },
+    #[error(
+        "the site is {bytes} bytes, over the hard cap of {cap} (finalize.hard_cap_bytes); hint: \
+         send smaller or fewer files, or raise the cap"
+    )]
+    OverBudget { bytes: u64, cap: u64 },
 }
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -126,7 +188,7 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub fn finalize_html(input: &str, opts: &PageOptions<'_>) -> Result<Finalized, FinalizeError> {
     // A BOM would turn into body text once our doctype precedes it.
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
-    let (facts, stray) = survey(input)?;
+    let (facts, stray) = survey(input, opts)?;
     let original = input;
     let without_stray;
     let input = if stray.is_empty() {
@@ -450,6 +512,11 @@ struct Facts {
     viewport: bool,
     robots: bool,
     title: bool,
+    /// The first `<title>` has text.
+    title_text: bool,
+    /// The page links the site's stylesheet / script already.
+    stylesheet: bool,
+    script: bool,
     banner_style: bool,
     /// Something in the page opens the body (else the banner goes before `</html>` or at the end).
     reaches_body: bool,
@@ -457,7 +524,10 @@ struct Facts {
 
 /// Pass 1: run the same tracker as pass 2 and note what the head already has.
 /// Also returns the byte ranges of stray end tags before the first element or text.
-fn survey(input: &str) -> Result<(Facts, Vec<Range<usize>>), FinalizeError> {
+fn survey(
+    input: &str,
+    opts: &PageOptions<'_>,
+) -> Result<(Facts, Vec<Range<usize>>), FinalizeError> {
     let facts = RefCell::new(Facts::default());
     let tracker = RefCell::new(Tracker::default());
     let depth = Rc::new(Cell::new(0u32));
@@ -478,6 +548,22 @@ fn survey(input: &str) -> Result<(Facts, Vec<Range<usize>>), FinalizeError> {
             }
             lead.borrow_mut().1.get_or_insert(range.start);
             let name = el.tag_name();
+            if let Some(site) = opts.site {
+                let links = |attr: &str, to: &Option<String>| {
+                    let url = el.get_attribute(attr).map(|v| decode_entities(&v).into_owned());
+                    to.is_some()
+                        && url.is_some_and(|u| {
+                            classify_url(&u).0 == UrlKind::Relative
+                                && resolve(opts.page_path(), u.trim()) == *to
+                        })
+                };
+                let mut f = facts.borrow_mut();
+                let stylesheet = el.get_attribute("rel").is_some_and(|r| {
+                    r.split_ascii_whitespace().any(|w| w.eq_ignore_ascii_case("stylesheet"))
+                });
+                f.stylesheet |= name == "link" && stylesheet && links("href", &site.stylesheet);
+                f.script |= name == "script" && links("src", &site.script);
+            }
             if depth.get() == 0 && tracker.borrow_mut().start_tag(&name).in_head {
                 let mut f = facts.borrow_mut();
                 match name.as_str() {
@@ -505,6 +591,12 @@ fn survey(input: &str) -> Result<(Facts, Vec<Range<usize>>), FinalizeError> {
             if depth.get() == 0 && tracker.phase != Phase::InBody && t.text_type() == TextType::Data
             {
                 tracker.text();
+            }
+            Ok(())
+        }))
+        .append_element_content_handler(text!("title", |t| {
+            if !is_html_whitespace(text_in_input(t, input.len())) {
+                facts.borrow_mut().title_text = true;
             }
             Ok(())
         }))
@@ -568,6 +660,18 @@ struct Rewrite {
     banner_style_placed: bool,
     /// Every `id` so far, to keep them unique.
     ids: std::collections::HashSet<String>,
+    /// The level of the last heading, so none skips a level.
+    last_heading: Option<u8>,
+    /// Open `<map>` elements: an `<area>` outside one is invalid.
+    open_maps: Rc<Cell<u32>>,
+    /// `<img>`s so far: all but the first load lazily.
+    images: u32,
+    /// The open `<form>` has a prototype note already.
+    form_noted: Rc<Cell<bool>>,
+    form_note: String,
+    title: String,
+    path: String,
+    site: Option<SiteFiles>,
     style: StyleMode,
     /// Where the input ends and [`SENTINEL`] begins.
     input_len: usize,
@@ -589,6 +693,20 @@ impl Rewrite {
             (!facts.robots, Cow::Borrowed(ROBOTS_META)),
             (!facts.title, Cow::Owned(format!("<title>{}</title>", escape_html(opts.title)))),
             (!facts.banner_style, Cow::Borrowed(BANNER_STYLE)),
+            (
+                !facts.stylesheet && opts.site.is_some_and(|s| s.stylesheet.is_some()),
+                Cow::Owned(format!(
+                    r#"<link rel="stylesheet" href="{}">"#,
+                    escape_html(opts.site.and_then(|s| s.stylesheet.as_deref()).unwrap_or(""))
+                )),
+            ),
+            (
+                !facts.script && opts.site.is_some_and(|s| s.script.is_some()),
+                Cow::Owned(format!(
+                    r#"<script src="{}" defer></script>"#,
+                    escape_html(opts.site.and_then(|s| s.script.as_deref()).unwrap_or(""))
+                )),
+            ),
         ] {
             if missing {
                 head_extras.push('\n');
@@ -607,13 +725,43 @@ impl Rewrite {
                 opts.dir.as_str()
             ),
             head_extras,
-            banner: format!(
-                r#"<div class="pf-banner" role="note" {MARKER}>{}</div>"#,
-                escape_html(opts.banner)
-            ),
+            banner: if opts.dismiss.is_empty() {
+                format!(
+                    r#"<div class="pf-banner" role="note" {MARKER}>{}</div>"#,
+                    escape_html(opts.banner)
+                )
+            } else {
+                // A non-modal dialog closed by a method=dialog form: dismissible without
+                // script, so CSP and a page without JavaScript change nothing.
+                format!(
+                    concat!(
+                        r#"<dialog class="pf-banner" open aria-label="{0}" {1}>"#,
+                        r#"<form method="dialog">{0}<button class="pf-banner-close" "#,
+                        r#"aria-label="{2}">×</button></form></dialog>"#
+                    ),
+                    escape_html(opts.banner),
+                    MARKER,
+                    escape_html(opts.dismiss)
+                )
+            },
             extras_placed: false,
             banner_style_placed: false,
             ids: std::collections::HashSet::new(),
+            last_heading: None,
+            open_maps: Rc::new(Cell::new(0)),
+            images: 0,
+            form_noted: Rc::new(Cell::new(true)),
+            form_note: if opts.form_note.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    r#"<p class="pf-form-note" {FORM_NOTE_MARKER}>{}</p>"#,
+                    escape_html(opts.form_note)
+                )
+            },
+            title: opts.title.to_owned(),
+            path: opts.page_path().to_owned(),
+            site: opts.site.cloned(),
             style: StyleMode::None,
             input_len,
             open_cdata: false,
@@ -739,7 +887,7 @@ fn sanitize_element(
     let tag = if tag == "image" && html_ns { "img" } else { tag };
     let w = &mut s.warnings;
     let removed = match tag {
-        "script" => remove_script(el, html_ns, w),
+        "script" => remove_script(el, html_ns, s.site.as_ref(), &s.path, w)?,
         "iframe" | "frame" | "frameset" | "object" | "embed" | "applet" | "portal"
         | "fencedframe" => {
             // SECURITY: nested browsing contexts and plugins run remote or inline (srcdoc) code
@@ -784,7 +932,7 @@ fn sanitize_element(
         "meta" => meta_policy(el, in_head, s)?,
         "link" => remove_remote_link(el, w),
         "style" => style_start(el, html_ns, in_head, s, state)?,
-        "div" if el.has_attribute(MARKER) => {
+        _ if el.has_attribute(MARKER) && html_ns => {
             // A banner from an earlier run (or a fake one): the fresh one opens <body>.
             el.remove();
             true
@@ -820,10 +968,34 @@ fn sanitize_element(
         el.remove();
         return Ok(());
     }
+    if tag == "img" && html_ns {
+        image(el, s)?;
+    }
+    let w = &mut s.warnings;
     if tag == "img" && !el.has_attribute("alt") {
         el.set_attribute("alt", "")?;
         let src = el.get_attribute("src").unwrap_or_default();
         w.push(|| format!("added alt=\"\" to <img src=\"{}\">", shown(&decode_entities(&src))));
+    }
+    if html_ns && el.has_attribute(FORM_NOTE_MARKER) {
+        s.form_noted.set(true);
+    }
+    if html_ns && tag == "form" && el.can_have_content() && !s.form_note.is_empty() {
+        // Prototypes must not collect data, and must not look as if they did.
+        s.form_noted.set(false);
+        let noted = Rc::clone(&s.form_noted);
+        let note = s.form_note.clone();
+        el.on_end_tag(end_tag!(move |end| {
+            if !noted.replace(true) {
+                end.before(&note, ContentType::Html);
+            }
+            Ok(())
+        }))?;
+    }
+    if html_ns && tag == "title" && in_head && !s.facts.title_text {
+        s.facts.title_text = true;
+        el.set_inner_content(&escape_html(&s.title), ContentType::Html);
+        s.warnings.push(|| "filled in an empty <title>".into());
     }
     if html_ns && matches!(tag, "a" | "area" | "form") && el.has_attribute("target") {
         // SECURITY: a page opened in a new tab gets no handle on this one
@@ -836,6 +1008,34 @@ fn sanitize_element(
             }
         }
         el.set_attribute("rel", &words.join(" "))?;
+    }
+    if html_ns && let [b'h', d @ b'1'..=b'6'] = tag.as_bytes() {
+        // A skipped level (h1 then h3) breaks the outline screen readers navigate by.
+        let level = d - b'0';
+        let fixed = match s.last_heading {
+            Some(prev) if level > prev + 1 => prev + 1,
+            _ => level,
+        };
+        if fixed != level {
+            el.set_tag_name(&format!("h{fixed}"))?;
+            s.warnings.push(|| {
+                format!("renumbered <h{level}> to <h{fixed}>: no heading level is skipped")
+            });
+        }
+        s.last_heading = Some(fixed);
+    }
+    if html_ns && tag == "map" && el.can_have_content() {
+        let maps = Rc::clone(&s.open_maps);
+        maps.set(maps.get() + 1);
+        el.on_end_tag(end_tag!(move |_| {
+            maps.set(maps.get().saturating_sub(1));
+            Ok(())
+        }))?;
+    }
+    if html_ns && tag == "area" && (s.open_maps.get() == 0 || !el.has_attribute("href")) {
+        s.warnings.push(|| "removed an <area> outside a <map> or without a link".into());
+        el.remove();
+        return Ok(());
     }
     if let Some(id) = el.get_attribute("id") {
         // Duplicate ids break fragment links and labels; later ones get a suffix.
@@ -854,6 +1054,41 @@ fn sanitize_element(
         }
     }
     Ok(())
+}
+
+/// An `<img>`: the site's knowledge of it (where it is now, its size and description), and
+/// lazy loading for all but the first.
+fn image(el: &mut Element<'_, '_>, s: &mut Rewrite) -> HandlerResult {
+    s.images += 1;
+    if s.images > 1 && !el.has_attribute("loading") {
+        el.set_attribute("loading", "lazy")?;
+    }
+    let Some(site) = &s.site else { return Ok(()) };
+    let src = el.get_attribute("src").map(|v| decode_entities(&v).trim().to_owned());
+    let Some(src) = src.filter(|u| classify_url(u).0 == UrlKind::Relative) else { return Ok(()) };
+    let Some(info) = resolve(&s.path, &src).and_then(|p| site.images.get(&p)) else {
+        return Ok(());
+    };
+    if resolve(&s.path, &src).as_deref() != Some(info.path.as_str()) {
+        el.set_attribute("src", &escape_for_set(&relative_to(&s.path, &info.path)))?;
+    }
+    if !el.has_attribute("width") && !el.has_attribute("height") && info.width > 0 {
+        // The browser reserves the space before the image loads: no layout shift.
+        el.set_attribute("width", &info.width.to_string())?;
+        el.set_attribute("height", &info.height.to_string())?;
+    }
+    if !el.has_attribute("alt")
+        && let Some(alt) = &info.alt
+    {
+        el.set_attribute("alt", &escape_for_set(alt))?;
+    }
+    Ok(())
+}
+
+/// `target` (a site path) as a reference from the page at `page`.
+fn relative_to(page: &str, target: &str) -> String {
+    let depth = page.matches('/').count();
+    format!("{}{target}", "../".repeat(depth))
 }
 
 /// Set up CSS collection for a `<style>`; true when it was removed (a banner style copy).
@@ -891,7 +1126,13 @@ fn style_start(
 }
 
 /// Remove the script unless it is an HTML `<script src>` on this site; true when removed.
-fn remove_script(el: &mut Element<'_, '_>, html_ns: bool, w: &mut Warnings) -> bool {
+fn remove_script(
+    el: &mut Element<'_, '_>,
+    html_ns: bool,
+    site: Option<&SiteFiles>,
+    page: &str,
+    w: &mut Warnings,
+) -> Result<bool, BoxError> {
     // SECURITY: scripts are the XSS payload itself. Only same-site files (our script.js)
     // survive; remote ones would run third-party code under the prototype's origin.
     let message = match el.get_attribute("src") {
@@ -902,11 +1143,23 @@ fn remove_script(el: &mut Element<'_, '_>, html_ns: bool, w: &mut Warnings) -> b
         Some(raw) => {
             let (kind, url) = classify_url(&decode_entities(&raw));
             match kind {
-                UrlKind::Relative => {
+                UrlKind::Relative
+                    if site.is_none_or(|site| {
+                        resolve(page, url.trim()).is_some_and(|p| site.files.contains(&p))
+                    }) =>
+                {
                     // SECURITY: browsers ignore the content of a <script src>, unless they
                     // take it for an SVG script (see on_doc_text): then it would run.
                     el.set_inner_content("", ContentType::Text);
-                    return false;
+                    let module = el.get_attribute("type").is_some_and(|t| t.trim() == "module");
+                    if !module && !el.has_attribute("defer") && !el.has_attribute("async") {
+                        // Parsing goes on while it loads, and the DOM is there when it runs.
+                        el.set_attribute("defer", "")?;
+                    }
+                    return Ok(false);
+                }
+                UrlKind::Relative => {
+                    format!("removed script {}: not a file of the site", shown(&url))
                 }
                 UrlKind::Remote => format!("removed external script {}", shown(&url)),
                 UrlKind::Scheme(_) => format!("removed {} script {}", kind.label(), shown(&url)),
@@ -915,7 +1168,7 @@ fn remove_script(el: &mut Element<'_, '_>, html_ns: bool, w: &mut Warnings) -> b
     };
     w.push(|| message);
     el.remove();
-    true
+    Ok(true)
 }
 
 /// Remove a `<link>` whose href is not on this site; true when removed.
@@ -1039,13 +1292,29 @@ fn meta_policy(el: &mut Element<'_, '_>, in_head: bool, s: &mut Rewrite) -> Resu
                 el.set_attribute("content", ROBOTS)?;
             }
         }
-        Meta::Viewport | Meta::Other => {}
+        Meta::Viewport => {
+            // Pinch zoom is how many people read small text (WCAG 1.4.4).
+            let content = el.get_attribute("content").unwrap_or_default().to_ascii_lowercase();
+            let content: String = content.chars().filter(|c| !c.is_whitespace()).collect();
+            let no_zoom = content.contains("user-scalable=no")
+                || content.contains("user-scalable=0")
+                || content.split(',').any(|kv| {
+                    kv.strip_prefix("maximum-scale=")
+                        .and_then(|v| v.parse::<f32>().ok())
+                        .is_some_and(|v| v < 2.0)
+                });
+            if no_zoom {
+                el.set_attribute("content", "width=device-width, initial-scale=1")?;
+                w.push(|| "changed a viewport that disables zoom".into());
+            }
+        }
+        Meta::Other => {}
     }
     Ok(false)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UrlPolicy {
+pub(super) enum UrlPolicy {
     /// Navigation: may leave the site, may not run script.
     Link,
     /// Fetched by the page: this site only.
@@ -1054,7 +1323,7 @@ enum UrlPolicy {
     Form,
 }
 
-fn url_policy(tag: &str, attr: &str) -> Option<UrlPolicy> {
+pub(super) fn url_policy(tag: &str, attr: &str) -> Option<UrlPolicy> {
     match attr {
         // `xlink:href` and any other prefix: the tokenizer keeps them as one name.
         a if a == "href" || a.ends_with(":href") => {
@@ -1069,7 +1338,7 @@ fn url_policy(tag: &str, attr: &str) -> Option<UrlPolicy> {
 }
 
 impl UrlPolicy {
-    fn allows(self, kind: &UrlKind, url: &str, tag: &str, attr: &str) -> bool {
+    pub(super) fn allows(self, kind: &UrlKind, url: &str, tag: &str, attr: &str) -> bool {
         match (self, kind) {
             (_, UrlKind::Relative) => true,
             (UrlPolicy::Link, UrlKind::Remote) => true,
@@ -1114,8 +1383,14 @@ fn sanitize_attributes(
         if let Some(policy) = url_policy(tag, &name) {
             // SECURITY: javascript:/vbscript:/data: URLs run script; remote resources leak
             // visits and pull in third-party content; remote form actions exfiltrate input.
-            let (kind, url) = classify_url(&decode_entities(&raw));
+            let decoded = decode_entities(&raw);
+            let (kind, url) = classify_url(&decoded);
             if policy.allows(&kind, &url, tag, &name) {
+                if let Cow::Owned(valid) = valid_url(&decoded)
+                    && !set_or_remove(el, &name, &escape_for_set(&valid), tag, w)
+                {
+                    return Ok(false);
+                }
                 continue;
             }
             rejected = true;
@@ -1204,7 +1479,7 @@ fn first_attributes(el: &mut Element<'_, '_>) -> Vec<(String, String)> {
 }
 
 /// The URLs of a `srcset`, per the HTML candidate-list syntax.
-fn srcset_urls(srcset: &str) -> Vec<&str> {
+pub(super) fn srcset_urls(srcset: &str) -> Vec<&str> {
     let b = srcset.as_bytes();
     let mut urls = Vec::new();
     let mut i = 0;
@@ -1319,7 +1594,7 @@ fn on_style_text(t: &mut TextChunk<'_>, state: &Rc<RefCell<Rewrite>>) -> Handler
 // URLs
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum UrlKind {
+pub(super) enum UrlKind {
     /// Same site: a path, query or fragment.
     Relative,
     /// `http:`, `https:` or protocol-relative (`//host`, `\\host`).
@@ -1340,7 +1615,7 @@ impl UrlKind {
 
 /// Classify a URL (entities already decoded) the way a browser's URL parser sees it; also
 /// return it normalized.
-fn classify_url(url: &str) -> (UrlKind, String) {
+pub(super) fn classify_url(url: &str) -> (UrlKind, String) {
     // SECURITY: browsers strip leading/trailing C0 controls and spaces and drop every tab and
     // newline, so " JaVa\tscript:" is javascript:. Do the same before looking at the scheme.
     let url: String = url
@@ -1367,6 +1642,36 @@ fn classify_url(url: &str) -> (UrlKind, String) {
         }
     }
     (UrlKind::Relative, url)
+}
+
+/// `url` as a valid URL string with the meaning browsers give it: stripped of the whitespace
+/// they strip, with what they would percent-encode (and stray `%`s) encoded.
+fn valid_url(url: &str) -> Cow<'_, str> {
+    let trimmed = url.trim_matches(|c: char| c <= ' ');
+    let bad = |c: char| {
+        c < ' '
+            || matches!(c, ' ' | '"' | '<' | '>' | '`' | '{' | '}' | '|' | '^' | '\\' | '\u{7f}')
+    };
+    let stray_percent = |i: usize| {
+        let hex = trimmed.as_bytes().get(i + 1..i + 3);
+        !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    };
+    let clean = trimmed.len() == url.len()
+        && !trimmed.char_indices().any(|(i, c)| bad(c) || (c == '%' && stray_percent(i)));
+    if clean {
+        return Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(trimmed.len() + 8);
+    for (i, c) in trimmed.char_indices() {
+        match c {
+            // Browsers drop these anywhere in a URL.
+            '\t' | '\n' | '\r' => {}
+            '%' if stray_percent(i) => out.push_str("%25"),
+            c if bad(c) => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Named references that decode to ASCII (the only ones that can change how a URL or CSS is
@@ -1558,6 +1863,11 @@ impl Warnings {
 // ---------------------------------------------------------------------------------------------
 // CSS
 
+/// True when `css` has nothing [`sanitize_css`] would remove.
+pub(super) fn css_is_clean(css: &str) -> bool {
+    matches!(sanitize_css(css, false, &mut Warnings::default()), Cow::Borrowed(_))
+}
+
 /// Remove remote references from CSS: drop `@import` rules that are not same-site, replace
 /// `url()`/`src()` (and strings in `image-set()`/`image()`) that are neither same-site nor
 /// `data:` images/fonts with `none`. With `in_style_element`, also make sure no `<` is left,
@@ -1566,11 +1876,16 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
     let tokens: Vec<Token> = Lexer { s: css, b: css.as_bytes(), i: 0 }.collect();
     let mut edits: Vec<(usize, usize, Cow<'static, str>)> = Vec::new();
     let mut blocks: Vec<Block> = Vec::new();
+    // Where an `@font-face` rule starts, until its block opens.
+    let mut font_face: Option<usize> = None;
     let mut k = 0;
     while k < tokens.len() {
         let t = &tokens[k];
         let edits_before = edits.len();
         match &t.kind {
+            Tok::AtKeyword(name) if name.eq_ignore_ascii_case("font-face") => {
+                font_face = Some(t.start);
+            }
             Tok::AtKeyword(name) if name == "import" => {
                 let (last, url) = import_extent(&tokens, k);
                 if !url.as_deref().is_some_and(|u| css_url_allowed(u, true)) {
@@ -1599,6 +1914,7 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
                 function: name.clone(),
                 start: t.start,
                 kill: false,
+                rule: None,
             }),
             Tok::Open(open) => {
                 let close = match open {
@@ -1606,17 +1922,33 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
                     b'[' => b']',
                     _ => b'}',
                 };
-                blocks.push(Block { close, function: String::new(), start: t.start, kill: false });
+                let rule =
+                    if close == b'}' { font_face.take().map(|at| (at, false)) } else { None };
+                blocks.push(Block {
+                    close,
+                    function: String::new(),
+                    start: t.start,
+                    kill: false,
+                    rule,
+                });
             }
             Tok::Close(c) => {
                 // A closer that does not match the innermost block is an ordinary token.
                 if blocks.last().is_some_and(|b| b.close == *c)
                     && let Some(block) = blocks.pop()
-                    && block.kill
                 {
-                    edits.push((block.start, t.end, Cow::Borrowed("none")));
+                    if block.kill {
+                        edits.push((block.start, t.end, Cow::Borrowed("none")));
+                    }
+                    if let Some((at, true)) = block.rule {
+                        // `src: none` is not valid, and the face is useless without its font:
+                        // text falls back to the next family in font-family.
+                        w.push(|| "removed an @font-face rule left without a font".into());
+                        edits.push((at, t.end, Cow::Borrowed("")));
+                    }
                 }
             }
+            Tok::Semicolon if blocks.is_empty() => font_face = None,
             Tok::Str(url) if !css_url_allowed(url, false) => match blocks.last_mut() {
                 Some(b) if matches!(b.function.as_str(), "url" | "src") => {
                     if !b.kill {
@@ -1633,6 +1965,11 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
             _ => {}
         }
         let replaced = edits.len() > edits_before;
+        if (replaced || blocks.last().is_some_and(|b| b.kill))
+            && let Some(rule) = blocks.iter_mut().rev().find_map(|b| b.rule.as_mut())
+        {
+            rule.1 = true;
+        }
         if in_style_element && !replaced && css.as_bytes()[t.start..t.end].contains(&b'<') {
             // SECURITY: `</style` in the text would end the element and start HTML (it
             // can even appear by our own removals: `</sty@import url(//x);le>`).
@@ -1681,6 +2018,9 @@ struct Block {
     start: usize,
     /// Replace the whole function with `none` when it closes.
     kill: bool,
+    /// For an `@font-face` block: where the rule starts, and whether a URL in it was removed
+    /// (then the whole rule goes when the block closes).
+    rule: Option<(usize, bool)>,
 }
 
 fn warn_css_url(w: &mut Warnings, url: &str) {
@@ -2112,7 +2452,13 @@ mod tests {
     const BANNER: &str = "Prototype — expires on 2026-12-02";
 
     fn opts() -> PageOptions<'static> {
-        PageOptions { lang: "en", dir: Direction::Ltr, banner: BANNER, title: "Fallback" }
+        PageOptions {
+            lang: "en",
+            dir: Direction::Ltr,
+            banner: BANNER,
+            title: "Fallback",
+            ..PageOptions::default()
+        }
     }
 
     fn banner_div(text: &str) -> String {
@@ -2394,13 +2740,57 @@ mod tests {
             "/about",
             "menu.html",
             "?q=1",
-            "java script:x",
+            "café.html",
         ] {
             let input = format!(r#"<a href="{href}">x</a>"#);
             let out = fin(&input);
             assert!(out.html.contains(&input), "{href:?} changed:\n{}", out.html);
             assert!(out.warnings.is_empty(), "{href:?}: {:?}", out.warnings);
         }
+    }
+
+    #[test]
+    fn urls_are_written_as_browsers_read_them() {
+        for (href, want) in [
+            ("java script:x", "java%20script:x"),
+            ("https://example.org/?q=\"><b>", "https://example.org/?q=%22%3E%3Cb%3E"),
+            (" menu.html\n", "menu.html"),
+            ("a|b{c}^d`e", "a%7Cb%7Bc%7D%5Ed%60e"),
+            ("x?a=%zz&b=%41", "x?a=%25zz&amp;b=%41"),
+        ] {
+            let out = fin(&format!(r#"<a href="{}">x</a>"#, escape_html(href)));
+            assert!(
+                out.html.contains(&format!(r#"<a href="{want}">x</a>"#)),
+                "{href:?}:\n{}",
+                out.html
+            );
+        }
+    }
+
+    #[test]
+    fn a_font_face_without_its_font_goes() {
+        let out = finalize_css(concat!(
+            "@font-face{font-family:X;src:url(https://x.example/f.woff2) format(\"woff2\")}",
+            "@font-face{font-family:Y;src:url(y.woff2)}body{font-family:X,system-ui}"
+        ));
+        assert_eq!(
+            out.css,
+            "@font-face{font-family:Y;src:url(y.woff2)}body{font-family:X,system-ui}"
+        );
+        assert_eq!(out.warnings.len(), 2, "{:?}", out.warnings);
+    }
+
+    #[test]
+    fn headings_skip_no_level_and_areas_need_a_map() {
+        let out = fin(
+            "<h2>a</h2><h4>b</h4><h5>c</h5><h2>d</h2><area href=x><map name=m><area href=y alt=y></map>",
+        );
+        assert!(out.html.contains("<h2>a</h2><h3>b</h3><h4>c</h4><h2>d</h2><map"), "{}", out.html);
+        assert!(
+            !out.html.contains("href=\"x\"") && out.html.contains("<area href=y"),
+            "{}",
+            out.html
+        );
     }
 
     #[test]
@@ -2515,9 +2905,9 @@ mod tests {
         }
         for kept in [
             r#"<link rel="stylesheet" href="styles.css">"#,
-            r#"<img src="data:image/png;base64,iVBORw0KGgo=" alt="inline">"#,
-            r#"<img src="photo.jpg" alt="s">"#,
-            r#"<picture><img src="a.jpg" alt="p"></picture>"#,
+            r#"<img src="data:image/png;base64,iVBORw0KGgo=" alt="inline" loading="lazy">"#,
+            r#"<img src="photo.jpg" alt="s" loading="lazy">"#,
+            r#"<picture><img src="a.jpg" alt="p" loading="lazy"></picture>"#,
             r#"<video controls></video><audio src="song.mp3"></audio>"#,
             r#"<a href="a.html">a</a>"#,
         ] {
@@ -2628,7 +3018,7 @@ mod tests {
         assert!(out.html.contains("<!--&lt;/textarea>&lt;img src=x onerror=alert(3)>-->"));
         // A kept <script src> is emptied: an SVG script would run its content.
         let out = fin(r#"<svg></p><script src="script.js">alert(4)</script>"#);
-        assert!(out.html.contains(r#"<script src="script.js"></script>"#), "{}", out.html);
+        assert!(out.html.contains(r#"<script src="script.js" defer=""></script>"#), "{}", out.html);
         for tag in ["xmp", "plaintext"] {
             let out = fin(&format!("<p>x</p><{tag}><img src=x onerror=alert(5)>"));
             assert!(!out.html.contains(&format!("<{tag}")) && !out.html.contains("onerror"));
@@ -2776,13 +3166,18 @@ mod tests {
             "<body><p>x</p><div class=\"pf-banner\" data-pf-banner>This is the real bank</div>",
             "<style data-pf-banner>.pf-banner{display:none}</style></body>",
         ));
-        assert!(!fake.html.contains("real bank") && !fake.html.contains("display:none"));
+        assert!(
+            !fake.html.contains("real bank") && !fake.html.contains(".pf-banner{display:none}")
+        );
     }
 
     #[test]
     fn every_img_gets_an_alt() {
         let out = fin(r#"<img src="a.png"><img src="b.png" alt="B">"#);
-        assert!(out.html.contains(r#"<img src="a.png" alt=""><img src="b.png" alt="B">"#));
+        assert!(
+            out.html
+                .contains(r#"<img src="a.png" alt=""><img src="b.png" alt="B" loading="lazy">"#)
+        );
         assert_eq!(out.warnings, [r#"added alt="" to <img src="a.png">"#]);
     }
 
@@ -2927,10 +3322,6 @@ mod tests {
             (
                 "a{background:image-set(\"https://x.example/a.png\" 1x, \"b.png\" 2x)}",
                 "a{background:image-set(none 1x, \"b.png\" 2x)}",
-            ),
-            (
-                "@font-face{src:url(https://x.example/f.woff2) format(\"woff2\")}",
-                "@font-face{src:none format(\"woff2\")}",
             ),
             ("input[value^=a]{background:url(//x.example/?a)}", "input[value^=a]{background:none}"),
         ] {
