@@ -249,6 +249,7 @@ fn every_site_works_in_headless_chromium() {
     assert_eq!(results.len(), site_ids(preview).len());
     let mut carts = 0;
     let mut filters = 0;
+    let (mut axe_total, mut axe_serious) = (0, Vec::new());
     for r in &results {
         let id = r["id"].as_str().unwrap();
         assert_eq!(r["errors"], serde_json::json!([]), "{id}: console errors");
@@ -258,6 +259,16 @@ fn every_site_works_in_headless_chromium() {
             "{id}: {}px horizontal overflow at 375px",
             r["overflow375"]
         );
+        assert!(r["overflow768"].as_i64().unwrap() <= 0, "{id}: overflow at 768px: {r}");
+        for width in ["axe375", "axe1440"] {
+            for v in r[width].as_array().unwrap() {
+                axe_total += 1;
+                let impact = v["impact"].as_str().unwrap_or("");
+                if matches!(impact, "serious" | "critical") {
+                    axe_serious.push(format!("{id} ({width}): {v}"));
+                }
+            }
+        }
         assert_eq!(r["nav"], true, "{id}: the nav toggle does not open the menu on a phone");
         let form = &r["form"];
         assert!(form.is_object(), "{id}: no form to try");
@@ -288,10 +299,16 @@ fn every_site_works_in_headless_chromium() {
             assert_eq!(r["filter"]["pressed"], "true", "{id}");
         }
     }
+    assert!(
+        axe_serious.is_empty(),
+        "axe-core found serious or critical violations:\n{}",
+        axe_serious.join("\n")
+    );
     assert!(carts >= 1, "no shop cart was exercised");
     assert!(filters >= 1, "no filter was exercised");
     eprintln!(
-        "chromium: {} sites, {carts} carts, {filters} filters; screenshots in {}",
+        "chromium: {} sites, axe: 0 serious or critical, {axe_total} moderate or minor; \
+         {carts} carts, {filters} filters; screenshots (375, 768, 1440 px) in {}",
         results.len(),
         shots.display()
     );

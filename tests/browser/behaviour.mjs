@@ -1,11 +1,30 @@
 // Drives every exported site in real headless Chromium and reports, as JSON
 // on stdout, what the Rust test (tests/checkers.rs) asserts on: console
-// errors, requests leaving the site, horizontal overflow on a phone, and
-// whether the nav toggle, the form validation, the cart and the filters work.
+// errors, requests leaving the site, horizontal overflow on a phone and a
+// tablet, axe-core's accessibility violations, and whether the nav toggle,
+// the form validation, the cart and the filters work. Screenshots at 375,
+// 768 and 1440 px go to <screenshot-dir>.
 // Usage: node behaviour.mjs <preview-dir> <screenshot-dir>
 import { chromium } from 'playwright-core';
 import { readdirSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+// WCAG 2.1 A and AA, plus axe's best practices.
+const axeTags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'];
+
+async function axe(page) {
+  await page.addScriptTag({ path: axePath });
+  return page.evaluate(async (tags) => {
+    // No preload: it fetches the stylesheets with XHR, which file: pages may not do.
+    const res = await window.axe.run(document, { runOnly: { type: 'tag', values: tags }, preload: false });
+    return res.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help,
+      targets: v.nodes.slice(0, 5).map((n) => n.target.join(' ')),
+    }));
+  }, axeTags);
+}
 
 const [root, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
@@ -59,12 +78,13 @@ async function fill(form) {
 
 const results = [];
 for (const id of readdirSync(root).sort()) {
-  const r = { id, errors: [], external: [], overflow375: null, nav: null, form: null, cart: null, filter: null };
+  const r = { id, errors: [], external: [], overflow375: null, overflow768: null, axe375: [], axe1440: [], nav: null, form: null, cart: null, filter: null };
   // Phone: overflow and the navigation toggle.
   {
     const { page, errors, external } = await open(id, 375);
     r.overflow375 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     await page.screenshot({ path: join(shots, `${id}-375.png`), fullPage: true });
+    r.axe375 = await axe(page);
     const toggle = await page.$('.nav-toggle');
     if (toggle && await toggle.isVisible()) {
       await toggle.click();
@@ -73,10 +93,19 @@ for (const id of readdirSync(root).sort()) {
     r.errors.push(...errors); r.external.push(...external);
     await page.close();
   }
-  // Desktop: forms, cart, filters.
+  // Tablet.
+  {
+    const { page, errors, external } = await open(id, 768);
+    r.overflow768 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await page.screenshot({ path: join(shots, `${id}-768.png`), fullPage: true });
+    r.errors.push(...errors); r.external.push(...external);
+    await page.close();
+  }
+  // Desktop: accessibility, forms, cart, filters.
   {
     const { page, errors, external } = await open(id, 1440);
     await page.screenshot({ path: join(shots, `${id}-1440.png`), fullPage: true });
+    r.axe1440 = await axe(page);
     const form = await page.$('form[data-pf-form]');
     if (form) {
       await form.evaluate((f) => f.requestSubmit());
