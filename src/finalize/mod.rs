@@ -430,3 +430,295 @@ fn findings_as_warnings(c: &Checks) -> Vec<String> {
     }
     w
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img =
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 90]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn opts() -> SiteOptions<'static> {
+        SiteOptions {
+            page: PageOptions {
+                lang: "en",
+                banner: "Prototype — expires on 2026-12-22",
+                title: "Site",
+                dismiss: "Dismiss",
+                form_note: "This is a prototype: messages are not sent.",
+                ..PageOptions::default()
+            },
+            max_image_px: 1600,
+            budget: Budget {
+                bytes: 2_000_000,
+                with_images_bytes: 10_000_000,
+                hard_cap_bytes: 25_000_000,
+            },
+            descriptions: [("assets/photo.png".to_owned(), "Our shop front".to_owned())].into(),
+            palette: vec![ColorPair {
+                name: "text on background",
+                foreground: "#111111".into(),
+                background: "#ffffff".into(),
+            }],
+        }
+    }
+
+    fn site(index: &str) -> Vec<(String, Vec<u8>)> {
+        vec![
+            ("index.html".into(), index.as_bytes().to_vec()),
+            (
+                "about.html".into(),
+                b"<!DOCTYPE html><title>About</title><h1 id=team>Team</h1>".to_vec(),
+            ),
+            (
+                "styles.css".into(),
+                b"@import url(https://fonts.example/a.css); body{color:#111}".to_vec(),
+            ),
+            ("script.js".into(), b"console.log(1)".to_vec()),
+            ("assets/photo.png".into(), png(40, 30)),
+        ]
+    }
+
+    fn file<'a>(out: &'a FinalizedSite, path: &str) -> &'a str {
+        let bytes =
+            &out.files.iter().find(|(p, _)| p == path).unwrap_or_else(|| panic!("{path}")).1;
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn pages_get_the_sites_stylesheet_script_image_facts_and_form_notes() {
+        let out = finalize_site(
+            site(concat!(
+                "<!DOCTYPE html><html><head><title> </title></head><body><h1>Shop</h1>",
+                "<img src=\"assets/photo.png\"><img src=\"./assets/photo.png\" alt=\"\">",
+                "<form><input name=q aria-label=q></form>",
+                "<script src=\"evil.js\"></script></body></html>"
+            )),
+            &opts(),
+        )
+        .unwrap();
+        let html = file(&out, "index.html");
+        let photo = out.checks.images[0].to.clone();
+        assert!(photo.starts_with("assets/photo."), "{photo}");
+        assert!(
+            html.contains(&format!(
+                r#"<img src="{photo}" width="40" height="30" alt="Our shop front">"#
+            )),
+            "{html}"
+        );
+        assert!(html.contains(r#"alt="" loading="lazy""#), "the second image loads lazily: {html}");
+        assert!(html.contains(r#"<link rel="stylesheet" href="styles.css">"#), "{html}");
+        assert!(html.contains(r#"<script src="script.js" defer></script>"#), "{html}");
+        assert!(!html.contains("evil.js"), "a script that is not a file of the site: {html}");
+        assert!(html.contains("<title>Site</title>"), "an empty title is filled: {html}");
+        assert_eq!(html.matches("data-pf-form-note").count(), 1, "{html}");
+        assert!(html.contains("<dialog class=\"pf-banner\" open"), "{html}");
+        assert!(!file(&out, "styles.css").contains("fonts.example"));
+        assert!(
+            out.warnings.iter().any(|w| w.contains("removed script evil.js")),
+            "{:?}",
+            out.warnings
+        );
+        assert!(out.checks.passed, "{:?}", out.checks);
+        // The published page goes through again unchanged: the gate is idempotent.
+        let again = finalize_site(out.files.clone(), &opts()).unwrap();
+        assert_eq!(file(&again, "index.html"), html);
+    }
+
+    #[test]
+    fn broken_references_empty_headings_and_poor_contrast_are_recorded() {
+        let mut o = opts();
+        o.palette.push(ColorPair {
+            name: "muted text on background",
+            foreground: "#aaaaaa".into(),
+            background: "#ffffff".into(),
+        });
+        let out = finalize_site(
+            site(concat!(
+                "<h1>Home</h1><h2> </h2><a href=\"menu.html\">Menu</a><a href=\"#nowhere\">x</a>",
+                "<a href=\"about.html#team\">Team</a><a href=\"about.html#gone\">Gone</a>",
+                "<a href=\"#top\">Top</a><a href=\"https://example.com/\">Out</a>",
+                "<img src=\"assets/missing.png\" alt=\"\"><a href=\"../../etc/passwd\">up</a>"
+            )),
+            &o,
+        )
+        .unwrap();
+        let targets = |v: &[Finding]| v.iter().map(|f| f.target.clone()).collect::<Vec<_>>();
+        assert_eq!(targets(&out.checks.broken_links), ["menu.html", "../../etc/passwd"]);
+        assert_eq!(targets(&out.checks.broken_anchors), ["#nowhere", "about.html#gone"]);
+        assert_eq!(targets(&out.checks.missing_assets), ["assets/missing.png"]);
+        assert_eq!(targets(&out.checks.empty_headings), ["h2"]);
+        let muted = &out.checks.contrast[1];
+        assert!(!muted.passes_aa && muted.ratio < 4.5, "{muted:?}");
+        assert!(out.checks.contrast[0].passes_aa);
+        assert!(!out.checks.passed);
+        for needle in
+            ["broken link: menu.html", "missing file: assets/missing.png", "contrast of muted"]
+        {
+            assert!(
+                out.warnings.iter().any(|w| w.contains(needle)),
+                "{needle}: {:?}",
+                out.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn files_that_lie_about_their_type_are_left_out() {
+        let mut files = site("<h1>x</h1>");
+        files.push(("assets/fake.png".into(), b"<svg onload=alert(1)></svg>".to_vec()));
+        files.push(("assets/logo.svg".into(), b"<svg><script>alert(1)</script></svg>".to_vec()));
+        files.push(("font.woff2".into(), b"<html>".to_vec()));
+        files.push(("notes.txt".into(), vec![0xff, 0xfe, 0x00]));
+        let out = finalize_site(files, &opts()).unwrap();
+        for gone in ["assets/fake.png", "assets/logo.svg", "font.woff2", "notes.txt"] {
+            assert!(!out.files.iter().any(|(p, _)| p == gone), "{gone} was published");
+            assert!(
+                out.warnings.iter().any(|w| w.starts_with(&format!("{gone}: left out"))),
+                "{gone}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_warns_then_fails() {
+        let mut o = opts();
+        o.budget = Budget { bytes: 100, with_images_bytes: 200, hard_cap_bytes: 1_000_000 };
+        let out = finalize_site(site("<h1>x</h1>"), &o).unwrap();
+        assert_eq!(out.checks.budget_bytes, 200, "the site has an image");
+        assert!(out.checks.total_bytes > 200 && !out.checks.passed);
+        assert!(out.warnings.iter().any(|w| w.contains("over its budget")), "{:?}", out.warnings);
+        o.budget.hard_cap_bytes = 300;
+        let err = finalize_site(site("<h1>x</h1>"), &o).unwrap_err();
+        assert!(err.to_string().contains("hard cap of 300 (finalize.hard_cap_bytes)"), "{err}");
+    }
+
+    #[test]
+    fn pages_in_folders_resolve_their_references() {
+        let mut files = site("<h1>x</h1>");
+        files.push((
+            "docs/guide.html".into(),
+            b"<h1>Guide</h1><img src=\"../assets/photo.png\"><a href=\"../about.html#team\">t</a>"
+                .to_vec(),
+        ));
+        let out = finalize_site(files, &opts()).unwrap();
+        let guide = file(&out, "docs/guide.html");
+        let photo = &out.checks.images[0].to;
+        assert!(guide.contains(&format!("src=\"../{photo}\" width=\"40\"")), "{guide}");
+        assert!(guide.contains(r#"<link rel="stylesheet" href="../styles.css">"#), "{guide}");
+        assert!(out.checks.broken_links.is_empty() && out.checks.broken_anchors.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Fragments a confused or hostile model emits, to be shuffled into pages.
+    const PIECES: &[&str] = &[
+        "<p>",
+        "</p>",
+        "<div>",
+        "</div>",
+        "<strong>",
+        "</strong>",
+        "<h1>",
+        "<h3>",
+        "</h3>",
+        "<a href=\"javascript:alert(1)\">",
+        "<a href=\"menu.html\">",
+        "</a>",
+        "<img src=x onerror=alert(1)>",
+        "<script>alert(1)</script>",
+        "<script src=\"https://cdn.example/x.js\">",
+        "<svg>",
+        "</svg>",
+        "<math>",
+        "<table>",
+        "<td>",
+        "<tr>",
+        "<form action=\"https://evil.example\">",
+        "</form>",
+        "<textarea>",
+        "</textarea>",
+        "<title>",
+        "</title>",
+        "<style>",
+        "@import url(//x.example/a.css);",
+        "</style>",
+        "<!--",
+        "-->",
+        "<![CDATA[",
+        "]]>",
+        "<template>",
+        "</template>",
+        "<select>",
+        "<option>",
+        "<noscript>",
+        "<iframe srcdoc=\"<script>alert(1)</script>\">",
+        "<base href=//x>",
+        "<meta http-equiv=refresh content=\"0;url=//x\">",
+        "text",
+        "&lt;",
+        "&#x3C;",
+        "\"",
+        "'",
+        "<",
+        ">",
+        "=",
+        " ",
+        "\n",
+        "<body>",
+        "<head>",
+        "<html>",
+        "</html>",
+        "<area href=x>",
+        "<map>",
+        "<h2 id=a>",
+        "<h2 id=a>",
+        "<a target=_blank href=\"https://x.example\">",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever the pieces, the gate either refuses the page or publishes one that both
+        /// parsers agree is inert, and never panics.
+        #[test]
+        fn any_page_comes_out_verified(picks in prop::collection::vec(0..PIECES.len(), 0..60)) {
+            let input: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let opts = PageOptions { lang: "en", banner: "Prototype", title: "T", ..PageOptions::default() };
+            match finalize_page(&input, &opts) {
+                Ok(page) => {
+                    let tree = tree::Tree::parse(&page.html);
+                    prop_assert_eq!(tree.verify(None, "index.html"), Vec::<String>::new(), "{}", page.html);
+                }
+                Err(FinalizeError::Unsafe { problems, .. }) => {
+                    prop_assert!(false, "unsafe output for {:?}: {:?}", input, problems);
+                }
+                Err(_) => {}
+            }
+        }
+
+        /// A resolved reference is a plain path inside the site.
+        #[test]
+        fn references_never_leave_the_site(
+            page in "([a-z]{1,5}/){0,2}[a-z]{1,5}\\.html",
+            url in "[a-z./%2efF#?\\\\]{0,24}",
+        ) {
+            if let Some(path) = tree::resolve(&page, &url) {
+                prop_assert!(!path.starts_with('/'), "{}", path);
+                prop_assert!(!path.split('/').any(|p| p == ".." || p == "." || p.is_empty()), "{}", path);
+            }
+        }
+    }
+}

@@ -697,14 +697,20 @@ impl Rewrite {
                 !facts.stylesheet && opts.site.is_some_and(|s| s.stylesheet.is_some()),
                 Cow::Owned(format!(
                     r#"<link rel="stylesheet" href="{}">"#,
-                    escape_html(opts.site.and_then(|s| s.stylesheet.as_deref()).unwrap_or(""))
+                    escape_html(&relative_to(
+                        opts.page_path(),
+                        opts.site.and_then(|s| s.stylesheet.as_deref()).unwrap_or("")
+                    ))
                 )),
             ),
             (
                 !facts.script && opts.site.is_some_and(|s| s.script.is_some()),
                 Cow::Owned(format!(
                     r#"<script src="{}" defer></script>"#,
-                    escape_html(opts.site.and_then(|s| s.script.as_deref()).unwrap_or(""))
+                    escape_html(&relative_to(
+                        opts.page_path(),
+                        opts.site.and_then(|s| s.script.as_deref()).unwrap_or("")
+                    ))
                 )),
             ),
         ] {

@@ -303,7 +303,8 @@ pub(super) fn resolve(page: &str, url: &str) -> Option<String> {
         None => (page.rsplit_once('/').map_or("", |(dir, _)| dir), &*decoded),
     };
     let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty()).collect();
-    let trailing = rest.is_empty() || rest.ends_with('/') || rest.ends_with("/.");
+    // `dir/`, `.` and `..` name a directory: its index page.
+    let trailing = matches!(rest.rsplit('/').next(), Some("" | "." | ".."));
     for part in rest.split('/') {
         match part {
             "" | "." => {}

@@ -378,3 +378,90 @@ fn gc_auto_zero_never_packs() {
     repo.run_env(&["build", "--once"], &[("PROTOFORGE_BUILDER__GC_AUTO", "0")]).ok();
     assert_eq!(count_objects(&repo)["in-pack"], 0);
 }
+
+/// A camera's JPEG: noisy pixels, and an Exif segment with an orientation and a GPS
+/// position (48°N) right after the start-of-image marker.
+fn camera_jpeg(w: u32, h: u32) -> Vec<u8> {
+    let mut seed = 7u32;
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let n = (seed >> 24) / 4;
+        image::Rgb([((x / 10 + n) % 256) as u8, ((y / 8 + n) % 256) as u8, (120 + n) as u8])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+    tiff.extend_from_slice(&[0x88, 0x25, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0x1a, 0, 0, 0, 0]);
+    // GPS IFD: GPSLatitudeRef "N".
+    tiff.extend_from_slice(&[0, 1, 0, 1, 0, 2, 0, 0, 0, 2, b'N', 0, 0, 0, 0, 0, 0, 0]);
+    tiff.extend_from_slice(b"GPS secret location");
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = vec![0xff, 0xd8, 0xff, 0xe1];
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn photos_are_scaled_stripped_and_described() {
+    let repo = Repo::new();
+    let dir = repo.inbox().join("attachments/p");
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = camera_jpeg(2400, 1800);
+    assert!(photo.windows(19).any(|w| w == b"GPS secret location"));
+    std::fs::write(dir.join("shopfront.jpg"), &photo).unwrap();
+    repo.write_inbox(
+        "p.yaml",
+        "company: Lens Studio\ndescription: Portfolio of a photographer.\nattachments:\n  - path: attachments/p/shopfront.jpg\n    kind: image\n    description: Our shop front at dawn\n",
+    );
+    let run = repo.build().ok();
+    let id = &published_ids(&run.stdout)[0];
+    let meta = repo.metadata(id);
+    let images = meta["checks"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{meta}");
+    let report = &images[0];
+    assert_eq!(report["scaled_from"], serde_json::json!([2400, 1800]), "{report}");
+    assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(1600), Some(1200)));
+    assert!(report["bytes_after"].as_u64() < report["bytes_before"].as_u64(), "{report}");
+    let path = report["to"].as_str().unwrap();
+    let out = std::process::Command::new("git")
+        .current_dir(repo.path())
+        .args(["show", &format!("prototypes:sites/{id}/{path}")])
+        .output()
+        .unwrap();
+    let published = image::load_from_memory(&out.stdout).unwrap();
+    assert_eq!((published.width(), published.height()), (1600, 1200));
+    assert!(!out.stdout.windows(4).any(|w| w == b"Exif"), "EXIF was published");
+    assert!(!out.stdout.windows(3).any(|w| w == b"GPS"), "the GPS position was published");
+    let html = repo.show(&format!("sites/{id}/index.html"));
+    let tag = format!(r#"src="{path}""#);
+    assert!(html.contains(&tag), "{tag} not in the page");
+    let img = html.split(&tag).nth(1).unwrap().split('>').next().unwrap();
+    assert!(img.contains(r#"alt="Our shop front at dawn""#), "{img}");
+    assert!(img.contains(r#"width="1600" height="1200""#), "{img}");
+    let warnings = meta["warnings"].to_string();
+    assert!(warnings.contains("scaled from 2400×1800 to 1600×1200"), "{warnings}");
+    repo.fsck();
+}
+
+#[test]
+fn a_site_over_the_hard_cap_fails_with_a_record() {
+    let repo = Repo::new();
+    std::fs::copy(project_dir().join("examples/01-bakery.yaml"), repo.inbox().join("bakery.yaml"))
+        .unwrap();
+    let run = repo.run_env(
+        &["build", "--once"],
+        &[
+            ("PROTOFORGE_FINALIZE__BUDGET_BYTES", "1000"),
+            ("PROTOFORGE_FINALIZE__BUDGET_WITH_IMAGES_BYTES", "1000"),
+            ("PROTOFORGE_FINALIZE__HARD_CAP_BYTES", "5000"),
+        ],
+    );
+    let all = run.all();
+    assert!(all.contains("finalize.hard_cap_bytes"), "{all}");
+    assert!(repo.sites().is_empty(), "{:?}", repo.sites());
+    repo.fsck();
+}
