@@ -2,20 +2,20 @@
 //!
 //! Whatever produced the pages (our templates, or a confused or hijacked model), a site is
 //! published only as [`finalize_site`] leaves it:
-//! 1. [`images`]: every image is decoded (the real type check), scaled to fit
+//! 1. `images`: every image is decoded (the real type check), scaled to fit
 //!    `finalize.max_image_px`, stripped of its metadata and re-encoded; other files must be
 //!    of a type a prototype publishes, with bytes that match their name;
-//! 2. [`rewrite`]: lol_html rewrites each page in two streaming passes: sanitized,
+//! 2. `rewrite`: lol_html rewrites each page in two streaming passes: sanitized,
 //!    completed with what every page must have (links to the site's stylesheet and script,
 //!    image sizes and descriptions, a note in every form), bannered; stylesheets lose their
 //!    remote references;
-//! 3. [`tree`]: html5ever parses each result as a browser would. Markup the browser has to
+//! 3. `tree`: html5ever parses each result as a browser would. Markup the browser has to
 //!    guess at is written back balanced and rewritten again; then the output invariants are
 //!    verified on that tree, and a page that breaks one fails the job;
 //! 4. checks: broken links and anchors, missing assets, empty headings, the palette's
 //!    contrast and the size budget, recorded in [`Checks`] for `metadata.json`.
 //!
-//! Invariants: a page that leaves here passed the verifier of [`tree`], so two independent
+//! Invariants: a page that leaves here passed the verifier of `tree`, so two independent
 //! parsers agree it is inert; a site over `finalize.hard_cap_bytes` is not published; what
 //! finalize changed or could not fix is a warning, never silent.
 
@@ -73,11 +73,11 @@ fn page_with_facts(
         }
     }
     let path = if opts.path.is_empty() { "index.html" } else { opts.path };
-    let problems = parsed.verify(opts.site.map(|s| &s.files), path);
+    let (problems, facts) = parsed.verify_and_facts(opts.site.map(|s| &s.files), path);
     if !problems.is_empty() {
         return Err(FinalizeError::Unsafe { page: path.to_owned(), problems });
     }
-    Ok((Page { html, warnings, repaired }, parsed.facts()))
+    Ok((Page { html, warnings, repaired }, facts))
 }
 
 /// Size limits of a site's files, all together.
@@ -530,6 +530,23 @@ mod tests {
         // The published page goes through again unchanged: the gate is idempotent.
         let again = finalize_site(out.files.clone(), &opts()).unwrap();
         assert_eq!(file(&again, "index.html"), html);
+    }
+
+    #[test]
+    fn a_script_or_stylesheet_at_the_end_of_the_body_moves_to_the_head() {
+        let out = finalize_site(
+            site(concat!(
+                "<!DOCTYPE html><title>x</title><h1>x</h1><link rel=stylesheet href=styles.css>",
+                "<script src=\"./script.js\"></script>"
+            )),
+            &opts(),
+        )
+        .unwrap();
+        let html = file(&out, "index.html");
+        assert_eq!(html.matches("script.js").count(), 1, "{html}");
+        assert_eq!(html.matches("styles.css").count(), 1, "{html}");
+        let head = html.split("</head>").next().unwrap();
+        assert!(head.contains("script.js") && head.contains("styles.css"), "{html}");
     }
 
     #[test]

@@ -522,6 +522,18 @@ struct Facts {
     reaches_body: bool,
 }
 
+/// Ends pass 1 at the body: a 100 KB page costs what its head costs.
+#[derive(Debug)]
+struct SurveyDone;
+
+impl std::fmt::Display for SurveyDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("survey done")
+    }
+}
+
+impl StdError for SurveyDone {}
+
 /// Pass 1: run the same tracker as pass 2 and note what the head already has.
 /// Also returns the byte ranges of stray end tags before the first element or text.
 fn survey(
@@ -564,7 +576,12 @@ fn survey(
                 f.stylesheet |= name == "link" && stylesheet && links("href", &site.stylesheet);
                 f.script |= name == "script" && links("src", &site.script);
             }
-            if depth.get() == 0 && tracker.borrow_mut().start_tag(&name).in_head {
+            let step = (depth.get() == 0).then(|| tracker.borrow_mut().start_tag(&name));
+            if tracker.borrow().phase == Phase::InBody {
+                // Everything pass 2 needs to know comes before the body.
+                return Err(Box::new(SurveyDone));
+            }
+            if step.is_some_and(|s| s.in_head) {
                 let mut f = facts.borrow_mut();
                 match name.as_str() {
                     "meta" => match classify_meta(el) {
@@ -591,6 +608,9 @@ fn survey(
             if depth.get() == 0 && tracker.phase != Phase::InBody && t.text_type() == TextType::Data
             {
                 tracker.text();
+                if tracker.phase == Phase::InBody {
+                    return Err(Box::new(SurveyDone));
+                }
             }
             Ok(())
         }))
@@ -609,7 +629,11 @@ fn survey(
             facts.borrow_mut().doctype = true;
             Ok(())
         }));
-    rewrite(settings, input, "pass 1, survey", |_: &[u8]| {})?;
+    match rewrite(settings, input, "pass 1, survey", |_: &[u8]| {}) {
+        Err(FinalizeError::Rewrite { source: RewritingError::ContentHandlerError(e), .. })
+            if e.is::<SurveyDone>() => {}
+        other => other?,
+    }
     let mut facts = facts.into_inner();
     facts.reaches_body = tracker.into_inner().phase == Phase::InBody;
     // What lol_html did not report there are end tags (`</html>`, `</br>`, `</p>`): browsers
@@ -891,6 +915,13 @@ fn sanitize_element(
     let html_ns = el.namespace_uri() == HTML_NS;
     // `<image>` is an old spelling browsers still read as `<img>`.
     let tag = if tag == "image" && html_ns { "img" } else { tag };
+    // Most elements have no attributes: skip the lookups.
+    let bare = el.attributes().is_empty();
+    if html_ns && !in_head && is_site_link(el, tag, s) {
+        // The head links it already (finalize added it there): one copy is enough.
+        el.remove();
+        return Ok(());
+    }
     let w = &mut s.warnings;
     let removed = match tag {
         "script" => remove_script(el, html_ns, s.site.as_ref(), &s.path, w)?,
@@ -938,6 +969,7 @@ fn sanitize_element(
         "meta" => meta_policy(el, in_head, s)?,
         "link" => remove_remote_link(el, w),
         "style" => style_start(el, html_ns, in_head, s, state)?,
+        _ if bare => false,
         _ if el.has_attribute(MARKER) && html_ns => {
             // A banner from an earlier run (or a fake one): the fresh one opens <body>.
             el.remove();
@@ -983,7 +1015,7 @@ fn sanitize_element(
         let src = el.get_attribute("src").unwrap_or_default();
         w.push(|| format!("added alt=\"\" to <img src=\"{}\">", shown(&decode_entities(&src))));
     }
-    if html_ns && el.has_attribute(FORM_NOTE_MARKER) {
+    if html_ns && !bare && el.has_attribute(FORM_NOTE_MARKER) {
         s.form_noted.set(true);
     }
     if html_ns && tag == "form" && el.can_have_content() && !s.form_note.is_empty() {
@@ -1043,7 +1075,7 @@ fn sanitize_element(
         el.remove();
         return Ok(());
     }
-    if let Some(id) = el.get_attribute("id") {
+    if let Some(id) = el.get_attribute("id").filter(|_| !bare) {
         // Duplicate ids break fragment links and labels; later ones get a suffix.
         if !s.ids.insert(id.clone()) {
             let mut n = 2;
@@ -1060,6 +1092,32 @@ fn sanitize_element(
         }
     }
     Ok(())
+}
+
+/// A `<script>` or stylesheet `<link>` to the site's own script or stylesheet, which pass 1
+/// did not find in the head (so the head got one).
+fn is_site_link(el: &Element<'_, '_>, tag: &str, s: &Rewrite) -> bool {
+    let Some(site) = &s.site else { return false };
+    let (attr, target, in_head) = match tag {
+        "script" => ("src", &site.script, s.facts.script),
+        "link" => {
+            let stylesheet = el.get_attribute("rel").is_some_and(|r| {
+                r.split_ascii_whitespace().any(|w| w.eq_ignore_ascii_case("stylesheet"))
+            });
+            if !stylesheet {
+                return false;
+            }
+            ("href", &site.stylesheet, s.facts.stylesheet)
+        }
+        _ => return false,
+    };
+    if in_head || target.is_none() {
+        return false;
+    }
+    el.get_attribute(attr).is_some_and(|v| {
+        let url = decode_entities(&v);
+        classify_url(&url).0 == UrlKind::Relative && resolve(&s.path, url.trim()) == *target
+    })
 }
 
 /// An `<img>`: the site's knowledge of it (where it is now, its size and description), and
@@ -1147,7 +1205,8 @@ fn remove_script(
                  scripts)"
             .to_owned(),
         Some(raw) => {
-            let (kind, url) = classify_url(&decode_entities(&raw));
+            let decoded = decode_entities(&raw);
+            let (kind, url) = classify_url(&decoded);
             match kind {
                 UrlKind::Relative
                     if site.is_none_or(|site| {
@@ -1182,7 +1241,8 @@ fn remove_remote_link(el: &mut Element<'_, '_>, w: &mut Warnings) -> bool {
     // SECURITY: every <link> may fetch (stylesheet, preload, prefetch, icon, preconnect,
     // dns-prefetch): remote ones leak visits and pull in third-party CSS.
     let Some(raw) = el.get_attribute("href") else { return false };
-    let (kind, url) = classify_url(&decode_entities(&raw));
+    let decoded = decode_entities(&raw);
+    let (kind, url) = classify_url(&decoded);
     if kind == UrlKind::Relative {
         return false;
     }
@@ -1621,14 +1681,15 @@ impl UrlKind {
 
 /// Classify a URL (entities already decoded) the way a browser's URL parser sees it; also
 /// return it normalized.
-pub(super) fn classify_url(url: &str) -> (UrlKind, String) {
+pub(super) fn classify_url(url: &str) -> (UrlKind, Cow<'_, str>) {
     // SECURITY: browsers strip leading/trailing C0 controls and spaces and drop every tab and
     // newline, so " JaVa\tscript:" is javascript:. Do the same before looking at the scheme.
-    let url: String = url
-        .trim_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
+    let trimmed = url.trim_matches(|c: char| c <= ' ');
+    let url: Cow<'_, str> = if trimmed.contains(['\t', '\n', '\r']) {
+        Cow::Owned(trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect())
+    } else {
+        Cow::Borrowed(trimmed)
+    };
     let b = url.as_bytes();
     // SECURITY: browsers treat `\` like `/` in http(s) URLs: `/\evil.com` is protocol-relative.
     if b.len() >= 2 && matches!(b[0], b'/' | b'\\') && matches!(b[1], b'/' | b'\\') {
@@ -3432,23 +3493,5 @@ mod tests {
         let out = fin(&bench_page());
         assert_eq!(out.warnings.len(), MAX_WARNINGS + 1);
         assert!(out.warnings[MAX_WARNINGS].starts_with("… and "), "{:?}", out.warnings);
-    }
-
-    #[test]
-    #[ignore = "timing; run with: cargo test --release -- --ignored --nocapture throughput"]
-    fn throughput() {
-        let page = bench_page();
-        let runs = 500;
-        let start = std::time::Instant::now();
-        for _ in 0..runs {
-            std::hint::black_box(finalize_html(&page, &opts()).unwrap());
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let mb_s = (page.len() * runs) as f64 / secs / 1e6;
-        println!(
-            "finalize_html: {} KB page, {:.2} ms/page, {mb_s:.1} MB/s",
-            page.len() / 1024,
-            secs * 1e3 / runs as f64
-        );
     }
 }

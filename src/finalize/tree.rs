@@ -5,10 +5,11 @@
 //! misnested and unclosed elements, a `<p>` closed under an open `<strong>`. Here:
 //! - [`Tree::errors`] lists the parse errors; [`Tree::serialize`] writes the tree back
 //!   balanced, so finalize can run again on markup a validator accepts;
-//! - [`Tree::verify`] checks the output invariants on the tree a browser will build, not on
+//! - `verify` checks the output invariants on the tree a browser will build, not on
 //!   lol_html's view of the bytes, so a disagreement between the two parsers cannot let a
 //!   script through;
-//! - [`Tree::facts`] collects the ids, links, assets and headings the site checks need.
+//! - [`Tree::verify_and_facts`] also collects the ids, links, assets and headings the site
+//!   checks need.
 //!
 //! Invariant: nothing here recurses over the tree; a page nested 100,000 deep is walked with
 //! an explicit stack.
@@ -110,123 +111,138 @@ impl Tree {
 
     /// What breaks the output invariants, as the browser's tree shows it. `scripts` lists
     /// the site's script files when known: a script must be one of them.
+    #[cfg(test)]
     pub(super) fn verify(&self, scripts: Option<&BTreeSet<String>>, page: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        for el in self.elements() {
-            let tag = el.tag.as_str();
-            let forbidden = match el.space {
-                Space::MathMl => true,
-                Space::Html => matches!(
-                    tag,
-                    "iframe"
-                        | "frame"
-                        | "frameset"
-                        | "object"
-                        | "embed"
-                        | "applet"
-                        | "base"
-                        | "noscript"
-                        | "portal"
-                        | "xmp"
-                        | "plaintext"
-                ),
-                Space::Svg => matches!(tag, "foreignObject" | "iframe"),
-            };
-            if forbidden {
-                problems.push(format!("<{tag}> element"));
-            }
-            if tag == "script" {
-                let src = el.attr("src");
-                let own = src.is_some_and(|s| {
-                    classify_url(s).0 == UrlKind::Relative
-                        && scripts.is_none_or(|files| {
-                            resolve(page, s).is_some_and(|path| files.contains(&path))
-                        })
-                });
-                if !own {
-                    problems.push(format!("<script> that is not one of the site's files: {src:?}"));
-                }
-                if !el.text.trim().is_empty() {
-                    problems.push("inline <script> code".to_owned());
-                }
-            }
-            if el.space == Space::Html
-                && tag == "meta"
-                && el.attr("http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"))
-            {
-                problems.push("<meta http-equiv=refresh>".to_owned());
-            }
-            if tag == "style" && !css_is_clean(&el.text) {
-                problems.push("remote or script URL in a <style>".to_owned());
-            }
-            for (name, value) in &el.attrs {
-                // SECURITY: the same policy as the rewrite, applied to the values the browser
-                // will use (entities decoded by the parser), so an encoding trick that got past
-                // lol_html is caught here.
-                if name.len() > 2 && name[..2].eq_ignore_ascii_case("on") {
-                    problems.push(format!("{name} handler on <{tag}>"));
-                }
-                let policy_tag = if el.space == Space::Svg && tag == "image" { "img" } else { tag };
-                if let Some(policy) = url_policy(policy_tag, name) {
-                    let (kind, url) = classify_url(value);
-                    if !policy.allows(&kind, &url, policy_tag, name) {
-                        problems.push(format!("{name}={value:?} on <{tag}>"));
-                    }
-                }
-                let list = match name.as_str() {
-                    "srcset" | "imagesrcset" => srcset_urls(value),
-                    "ping" => value.split_ascii_whitespace().collect(),
-                    _ => Vec::new(),
-                };
-                if list.into_iter().any(|u| classify_url(u).0 != UrlKind::Relative) {
-                    problems.push(format!("{name}={value:?} on <{tag}>"));
-                }
-                let css = name == "style" || (el.space == Space::Svg && value.contains('('));
-                if css && !css_is_clean(value) {
-                    problems.push(format!("remote or script URL in {name} on <{tag}>"));
-                }
-            }
-        }
-        problems
+        verify(&self.elements(), scripts, page)
     }
 
-    /// Ids, references and headings of the page.
-    pub(super) fn facts(&self) -> PageFacts {
-        let mut facts = PageFacts::default();
-        for el in self.elements() {
-            if let Some(id) = el.attr("id") {
-                facts.ids.insert(id.to_owned());
+    /// What breaks the output invariants (as `verify`), and the ids, references
+    /// and headings of the page, in one walk.
+    pub(super) fn verify_and_facts(
+        &self,
+        scripts: Option<&BTreeSet<String>>,
+        page: &str,
+    ) -> (Vec<String>, PageFacts) {
+        let elements = self.elements();
+        (verify(&elements, scripts, page), facts(&elements))
+    }
+}
+
+fn verify(elements: &[El], scripts: Option<&BTreeSet<String>>, page: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for el in elements {
+        let tag = el.tag.as_str();
+        let forbidden = match el.space {
+            Space::MathMl => true,
+            Space::Html => matches!(
+                tag,
+                "iframe"
+                    | "frame"
+                    | "frameset"
+                    | "object"
+                    | "embed"
+                    | "applet"
+                    | "base"
+                    | "noscript"
+                    | "portal"
+                    | "xmp"
+                    | "plaintext"
+            ),
+            Space::Svg => matches!(tag, "foreignObject" | "iframe"),
+        };
+        if forbidden {
+            problems.push(format!("<{tag}> element"));
+        }
+        if tag == "script" {
+            let src = el.attr("src");
+            let own = src.is_some_and(|s| {
+                classify_url(s).0 == UrlKind::Relative
+                    && scripts.is_none_or(|files| {
+                        resolve(page, s).is_some_and(|path| files.contains(&path))
+                    })
+            });
+            if !own {
+                problems.push(format!("<script> that is not one of the site's files: {src:?}"));
             }
-            if el.space == Space::Html
-                && let Some(level) = heading_level(&el.tag)
-            {
-                facts.headings.push((level, el.text.clone()));
-            }
-            if el.space == Space::Html && el.tag == "a" || el.tag == "area" {
-                if let Some(href) = el.attr("href") {
-                    facts.references.push(Reference {
-                        navigates: true,
-                        tag: el.tag.clone(),
-                        url: href.to_owned(),
-                    });
-                }
-                continue;
-            }
-            for (name, value) in &el.attrs {
-                let fetched = matches!(name.as_str(), "src" | "poster")
-                    || (name == "href" && el.tag == "link")
-                    || name.ends_with(":href") && el.space == Space::Svg;
-                if fetched && !value.is_empty() {
-                    facts.references.push(Reference {
-                        navigates: false,
-                        tag: el.tag.clone(),
-                        url: value.clone(),
-                    });
-                }
+            if !el.text.trim().is_empty() {
+                problems.push("inline <script> code".to_owned());
             }
         }
-        facts
+        if el.space == Space::Html
+            && tag == "meta"
+            && el.attr("http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"))
+        {
+            problems.push("<meta http-equiv=refresh>".to_owned());
+        }
+        if tag == "style" && !css_is_clean(&el.text) {
+            problems.push("remote or script URL in a <style>".to_owned());
+        }
+        for (name, value) in &el.attrs {
+            // SECURITY: the same policy as the rewrite, applied to the values the browser
+            // will use (entities decoded by the parser), so an encoding trick that got past
+            // lol_html is caught here.
+            if name.len() > 2 && name[..2].eq_ignore_ascii_case("on") {
+                problems.push(format!("{name} handler on <{tag}>"));
+            }
+            let policy_tag = if el.space == Space::Svg && tag == "image" { "img" } else { tag };
+            if let Some(policy) = url_policy(policy_tag, name) {
+                let (kind, url) = classify_url(value);
+                if !policy.allows(&kind, &url, policy_tag, name) {
+                    problems.push(format!("{name}={value:?} on <{tag}>"));
+                }
+            }
+            let list = match name.as_str() {
+                "srcset" | "imagesrcset" => srcset_urls(value),
+                "ping" => value.split_ascii_whitespace().collect(),
+                _ => Vec::new(),
+            };
+            if list.into_iter().any(|u| classify_url(u).0 != UrlKind::Relative) {
+                problems.push(format!("{name}={value:?} on <{tag}>"));
+            }
+            let css = name == "style" || (el.space == Space::Svg && value.contains('('));
+            if css && !css_is_clean(value) {
+                problems.push(format!("remote or script URL in {name} on <{tag}>"));
+            }
+        }
     }
+    problems
+}
+
+fn facts(elements: &[El]) -> PageFacts {
+    let mut facts = PageFacts::default();
+    for el in elements {
+        if let Some(id) = el.attr("id") {
+            facts.ids.insert(id.to_owned());
+        }
+        if el.space == Space::Html
+            && let Some(level) = heading_level(&el.tag)
+        {
+            facts.headings.push((level, el.text.clone()));
+        }
+        if el.space == Space::Html && el.tag == "a" || el.tag == "area" {
+            if let Some(href) = el.attr("href") {
+                facts.references.push(Reference {
+                    navigates: true,
+                    tag: el.tag.clone(),
+                    url: href.to_owned(),
+                });
+            }
+            continue;
+        }
+        for (name, value) in &el.attrs {
+            let fetched = matches!(name.as_str(), "src" | "poster")
+                || (name == "href" && el.tag == "link")
+                || name.ends_with(":href") && el.space == Space::Svg;
+            if fetched && !value.is_empty() {
+                facts.references.push(Reference {
+                    navigates: false,
+                    tag: el.tag.clone(),
+                    url: value.clone(),
+                });
+            }
+        }
+    }
+    facts
 }
 
 fn heading_level(tag: &str) -> Option<u8> {
