@@ -1,10 +1,12 @@
 //! The streaming rewrite of one page or stylesheet with lol_html.
 //!
 //! Pages come from our tera templates today and from a small, unreliable LLM later, so input
-//! is hostile. [`finalize_html`] runs lol_html twice: pass 1 only looks (what the head already
-//! has, whether a body ever starts, stray end tags before the content), pass 2 rewrites while
-//! tracking where a browser opens `<html>`, `<head>` and `<body>`. [`finalize_css`] strips
-//! remote references from a stylesheet; `<style>` and `style=""` get the same treatment.
+//! is hostile. [`finalize_html`] runs lol_html twice: pass 1 only looks, and stops where the
+//! body starts (what the head already has, stray end tags before the content), pass 2
+//! rewrites while tracking where a browser opens `<html>`, `<head>` and `<body>`.
+//! [`finalize_css`] strips remote references from a stylesheet; `<style>` and `style=""` get
+//! the same treatment. With [`PageOptions::site`], references are checked against the site's
+//! files: scripts must be among them, images get their new path, size and description.
 //!
 //! Invariants of the output (design invariant 4):
 //! - no `<script>` but empty same-site `<script src>`; no frames, `<object>`, `<embed>`,
@@ -16,8 +18,10 @@
 //! - no `<` in attribute values, comments, or title/textarea/style text, and no tag cut off by
 //!   the end of input: a parser that disagrees with lol_html on where text ends finds no tag;
 //! - `<!DOCTYPE html>` first, `<html lang dir>`, a `<head>` with `<meta charset="utf-8">`, a
-//!   viewport, `robots: noindex, nofollow` and a `<title>`; every `<img>` has an `alt`;
-//! - exactly one prototype banner, the first child of `<body>`, plus its `<style>`;
+//!   viewport, `robots: noindex, nofollow` and a non-empty `<title>`; every `<img>` has an
+//!   `alt`; URLs are valid URL strings; ids are unique; no heading skips a level;
+//! - exactly one prototype banner, the first child of `<body>`, plus its `<style>`; every
+//!   `<form>` holds one "prototype" note (with [`PageOptions::form_note`]);
 //! - idempotent: `finalize_html(finalize_html(x)) == finalize_html(x)`.
 //!
 //! Every removal is reported in `warnings`, at most [`MAX_WARNINGS`] of them.
