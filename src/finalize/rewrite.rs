@@ -1957,6 +1957,20 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
             Tok::AtKeyword(name) if name.eq_ignore_ascii_case("font-face") => {
                 font_face = Some(t.start);
             }
+            Tok::Ident
+                if css[t.start..t.end].eq_ignore_ascii_case("font-family")
+                    && match blocks.last() {
+                        Some(b) => b.close == b'}' && b.rule.is_none(),
+                        // A style="" declaration list (a stylesheet has its rules in blocks).
+                        None => !css.contains('{'),
+                    } =>
+            {
+                // A web font that was removed (or never loads) must not leave the text in the
+                // browser's default serif: end every family list with a system stack.
+                if let Some(at) = font_family_without_fallback(css, &tokens, k) {
+                    edits.push((at, at, Cow::Borrowed(", system-ui, sans-serif")));
+                }
+            }
             Tok::AtKeyword(name) if name == "import" => {
                 let (last, url) = import_extent(&tokens, k);
                 if !url.as_deref().is_some_and(|u| css_url_allowed(u, true)) {
@@ -2077,6 +2091,65 @@ fn sanitize_css<'a>(css: &'a str, in_style_element: bool, w: &mut Warnings) -> C
         out = out.replace('<', "\\3c ");
     }
     Cow::Owned(out)
+}
+
+/// Generic families: a list that names one never falls back to the browser's default.
+const GENERIC_FAMILIES: &[&str] = &[
+    "serif",
+    "sans-serif",
+    "monospace",
+    "cursive",
+    "fantasy",
+    "system-ui",
+    "ui-serif",
+    "ui-sans-serif",
+    "ui-monospace",
+    "ui-rounded",
+    "math",
+    "emoji",
+    "fangsong",
+    "inherit",
+    "initial",
+    "unset",
+    "revert",
+    "revert-layer",
+];
+
+/// For the `font-family` declaration whose name is token `at`: where to append a system
+/// stack, if its value names no generic family (and uses no `var()`, whose value we cannot
+/// see).
+fn font_family_without_fallback(css: &str, tokens: &[Token], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while tokens.get(i).is_some_and(|t| matches!(t.kind, Tok::Whitespace | Tok::Comment)) {
+        i += 1;
+    }
+    if !matches!(tokens.get(i)?.kind, Tok::Colon) {
+        return None;
+    }
+    let mut end = None;
+    let mut named = false;
+    for t in &tokens[i + 1..] {
+        match &t.kind {
+            Tok::Semicolon | Tok::Close(b'}') => break,
+            Tok::Delim(b'!') => break,
+            Tok::Function(_) | Tok::Open(_) | Tok::BadStr | Tok::BadUrl => return None,
+            Tok::Ident => {
+                let word = &css[t.start..t.end];
+                if GENERIC_FAMILIES.iter().any(|g| word.eq_ignore_ascii_case(g)) {
+                    return None;
+                }
+                named = true;
+                end = Some(t.end);
+            }
+            Tok::Str(_) => {
+                named = true;
+                end = Some(t.end);
+            }
+            Tok::Whitespace | Tok::Comment => {}
+            _ => end = Some(t.end),
+        }
+    }
+    end.filter(|_| named)
 }
 
 /// CSS functions whose string arguments are fetched as URLs.
@@ -2836,6 +2909,35 @@ mod tests {
                 out.html
             );
         }
+    }
+
+    #[test]
+    fn font_families_end_with_a_system_stack() {
+        for (css, want) in [
+            ("p{font-family:Inter}", "p{font-family:Inter, system-ui, sans-serif}"),
+            (
+                "p{font-family: \"Fancy Web\" , Arial !important;color:red}",
+                "p{font-family: \"Fancy Web\" , Arial, system-ui, sans-serif !important;color:red}",
+            ),
+            ("p{font-family:Inter,serif}", "p{font-family:Inter,serif}"),
+            ("p{font-family:var(--f)}", "p{font-family:var(--f)}"),
+            (
+                "@font-face{font-family:X;src:url(x.woff2)}",
+                "@font-face{font-family:X;src:url(x.woff2)}",
+            ),
+            ("p{--font-family:Inter}", "p{--font-family:Inter}"),
+        ] {
+            let out = finalize_css(css);
+            assert_eq!(out.css, want, "{css}");
+            assert_eq!(finalize_css(&out.css).css, out.css, "stable: {css}");
+        }
+        assert_eq!(
+            fin("<p style=\"font-family:Inter\">x</p>")
+                .html
+                .matches("system-ui, sans-serif")
+                .count(),
+            1
+        );
     }
 
     #[test]
