@@ -683,12 +683,12 @@ pub fn extend(
         };
         let mut edits = vec![TreeEdit::PutFile { path: meta_path, bytes: new_meta }];
         for (rel, bytes) in snapshot.read_dir_recursive(&dir)? {
-            if !rel.ends_with(".html") {
+            if !finalize::is_page(&rel) {
                 continue;
             }
             let path = format!("{dir}/{rel}");
             let html = String::from_utf8_lossy(&bytes);
-            let page = finalize::finalize_html(&html, &PageOptions { path: &rel, ..opts })
+            let page = finalize::finalize_page(&html, &PageOptions { path: &rel, ..opts })
                 .map_err(|source| PruneError::Finalize { path: path.clone(), source })?;
             edits.push(TreeEdit::PutFile { path, bytes: page.html.into_bytes() });
         }

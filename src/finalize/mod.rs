@@ -73,7 +73,10 @@ fn page_with_facts(
         }
     }
     let path = if opts.path.is_empty() { "index.html" } else { opts.path };
-    let (problems, facts) = parsed.verify_and_facts(opts.site.map(|s| &s.files), path);
+    // SECURITY: the one script a site has is the JS stage's `script.js`; no other file
+    // (whatever its name) may run.
+    let scripts: Option<BTreeSet<String>> = opts.site.map(|s| s.script.iter().cloned().collect());
+    let (problems, facts) = parsed.verify_and_facts(scripts.as_ref(), path);
     if !problems.is_empty() {
         return Err(FinalizeError::Unsafe { page: path.to_owned(), problems });
     }
@@ -170,6 +173,11 @@ pub struct FinalizedSite {
     pub checks: Checks,
 }
 
+/// Whether `path` names a page (`.html`, `.htm`, any case).
+pub fn is_page(path: &str) -> bool {
+    matches!(publishable(path), Some(Kind::Page))
+}
+
 /// What a site may publish besides images, and what its bytes must start with (if anything
 /// can be checked). Everything else is left out.
 fn publishable(path: &str) -> Option<Kind> {
@@ -206,20 +214,36 @@ pub fn finalize_site(
     let taken: BTreeSet<String> = files.iter().map(|(p, _)| p.clone()).collect();
 
     // 1. Assets.
+    let mentioned: Vec<String> = files
+        .iter()
+        .filter_map(|(p, b)| match publishable(p) {
+            Some(Kind::Stylesheet) => Some(String::from_utf8_lossy(b).into_owned()),
+            // Only the parts of a page that name images outside `src`.
+            Some(Kind::Page) => {
+                let text = String::from_utf8_lossy(b);
+                (text.contains("srcset") || text.contains("url(")).then(|| text.into_owned())
+            }
+            _ => None,
+        })
+        .collect();
     for (path, bytes) in files {
         if let Some(format) = format_of(&path) {
-            match images::process(&bytes, format, opts.max_image_px) {
+            // A new format means a new name; references in CSS and srcset are not rewritten,
+            // so an image named there keeps its format.
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            let keep_format = mentioned.iter().any(|text| text.contains(name));
+            match images::process(&bytes, format, opts.max_image_px, keep_format) {
                 Ok(p) => {
                     let to = renamed(&path, p.ext, &taken, &out);
-                    site.images.insert(
-                        path.clone(),
-                        ImageInfo {
-                            path: to.clone(),
-                            width: p.width,
-                            height: p.height,
-                            alt: opts.descriptions.get(&path).cloned(),
-                        },
-                    );
+                    let info = ImageInfo {
+                        path: to.clone(),
+                        width: p.width,
+                        height: p.height,
+                        alt: opts.descriptions.get(&path).cloned(),
+                    };
+                    // By either name: pass 2 may meet the reference already renamed.
+                    site.images.insert(to.clone(), info.clone());
+                    site.images.insert(path.clone(), info);
                     if let Some((w, h)) = p.scaled_from {
                         warnings.push(format!(
                             "{path}: scaled from {w}×{h} to {}×{} (finalize.max_image_px is {})",
@@ -276,7 +300,11 @@ pub fn finalize_site(
             Some(Kind::Page) => {
                 let text = String::from_utf8_lossy(bytes);
                 let page_opts = PageOptions { path, site: Some(&site), ..opts.page };
-                let (page, page_facts) = page_with_facts(&text, &page_opts)?;
+                let (page, page_facts) =
+                    page_with_facts(&text, &page_opts).map_err(|e| match e {
+                        FinalizeError::Unsafe { .. } => e,
+                        e => FinalizeError::Page { page: path.clone(), source: Box::new(e) },
+                    })?;
                 if !page.repaired.is_empty() {
                     checks.repaired_pages.push(path.clone());
                 }
@@ -602,6 +630,55 @@ mod tests {
                 "{gone}"
             );
         }
+    }
+
+    #[test]
+    fn a_renamed_image_is_renamed_everywhere_but_one_named_in_css_keeps_its_format() {
+        let photo = "assets/photo.png";
+        let out = finalize_site(
+            site(&format!(r#"<h1>x</h1><a href="{photo}"><img src="/{photo}"></a>"#)),
+            &opts(),
+        )
+        .unwrap();
+        let to = &out.checks.images[0].to;
+        if to != photo {
+            // (Which is smaller depends on the pixels; the rewrite test below forces a rename.)
+            let html = file(&out, "index.html");
+            assert!(!html.contains(photo), "the old name is left: {html}");
+            assert!(
+                html.contains(&format!(r#"<a href="{to}"><img src="{to}" width="40""#)),
+                "{html}"
+            );
+        }
+        assert!(out.checks.broken_links.is_empty() && out.checks.missing_assets.is_empty());
+        let mut files = site("<h1>x</h1>");
+        files[2].1 = format!("body{{background:url({photo})}}").into_bytes();
+        let out = finalize_site(files, &opts()).unwrap();
+        assert_eq!(out.checks.images[0].to, photo, "styles.css names it");
+    }
+
+    #[test]
+    fn every_reference_to_a_renamed_image_follows_it() {
+        let info = ImageInfo { path: "img/a.webp".into(), width: 4, height: 3, alt: None };
+        let site = SiteFiles {
+            files: ["img/a.webp".to_owned()].into(),
+            images: [("img/a.png".to_owned(), info.clone()), ("img/a.webp".to_owned(), info)]
+                .into(),
+            ..SiteFiles::default()
+        };
+        let opts = PageOptions { path: "docs/p.html", site: Some(&site), ..opts().page };
+        let page = finalize_page(
+            r#"<h1>x</h1><a href="../img/a.png#z">a</a><img src="/img/a.png" alt=""><link rel=icon href="../img/a.png">"#,
+            &opts,
+        )
+        .unwrap();
+        assert!(!page.html.contains("a.png"), "{}", page.html);
+        assert!(page.html.contains(r#"<a href="../img/a.webp#z">"#), "{}", page.html);
+        assert!(
+            page.html.contains(r#"<img src="../img/a.webp" alt="" width="4" height="3">"#),
+            "{}",
+            page.html
+        );
     }
 
     #[test]

@@ -179,6 +179,8 @@ pub enum FinalizeError {
         problems.join("; ")
     )]
     Unsafe { page: String, problems: Vec<String> },
+    #[error("{page}: {source}")]
+    Page { page: String, source: Box<FinalizeError> },
     #[error(
         "the site is {bytes} bytes, over the hard cap of {cap} (finalize.hard_cap_bytes); hint: \
          send smaller or fewer files, or raise the cap"
@@ -688,6 +690,8 @@ struct Rewrite {
     banner_style_placed: bool,
     /// Every `id` so far, to keep them unique.
     ids: std::collections::HashSet<String>,
+    /// The next suffix to try for each duplicated id (so renaming stays linear).
+    next_suffix: std::collections::HashMap<String, u32>,
     /// The level of the last heading, so none skips a level.
     last_heading: Option<u8>,
     /// Open `<map>` elements: an `<area>` outside one is invalid.
@@ -781,6 +785,7 @@ impl Rewrite {
             extras_placed: false,
             banner_style_placed: false,
             ids: std::collections::HashSet::new(),
+            next_suffix: std::collections::HashMap::new(),
             last_heading: None,
             open_maps: Rc::new(Cell::new(0)),
             images: 0,
@@ -1001,7 +1006,7 @@ fn sanitize_element(
     }
 
     let w = &mut s.warnings;
-    let rejected = sanitize_attributes(el, tag, html_ns, w)?;
+    let rejected = sanitize_attributes(el, tag, html_ns, &s.path, s.site.as_ref(), w)?;
     if el.removed() {
         return Ok(());
     }
@@ -1082,13 +1087,13 @@ fn sanitize_element(
     if let Some(id) = el.get_attribute("id").filter(|_| !bare) {
         // Duplicate ids break fragment links and labels; later ones get a suffix.
         if !s.ids.insert(id.clone()) {
-            let mut n = 2;
+            let n = s.next_suffix.entry(id.clone()).or_insert(2);
             let fresh = loop {
                 let candidate = format!("{id}-{n}");
+                *n += 1;
                 if !s.ids.contains(&candidate) {
                     break candidate;
                 }
-                n += 1;
             };
             s.ids.insert(fresh.clone());
             el.set_attribute("id", &fresh)?;
@@ -1153,6 +1158,32 @@ fn image(el: &mut Element<'_, '_>, s: &mut Rewrite) -> HandlerResult {
     Ok(())
 }
 
+enum Rebase {
+    Keep,
+    To(String),
+    Outside,
+}
+
+/// What a same-site reference must become: page-relative instead of root-relative (a site
+/// is also served under `/prototypes/<id>/`), the new name of a re-encoded image, or gone
+/// when a fetched resource or form action climbs out of the site.
+fn rebase(page: &str, url: &str, policy: UrlPolicy, site: Option<&SiteFiles>) -> Rebase {
+    if url.is_empty() || url.starts_with(['#', '?']) {
+        return Rebase::Keep;
+    }
+    let Some(path) = resolve(page, url) else {
+        return if policy == UrlPolicy::Link { Rebase::Keep } else { Rebase::Outside };
+    };
+    let renamed = site.and_then(|s| s.images.get(&path)).filter(|i| i.path != path);
+    let target = match renamed {
+        Some(info) => &info.path,
+        None if url.starts_with(['/', '\\']) => &path,
+        None => return Rebase::Keep,
+    };
+    let suffix = url.find(['?', '#']).map_or("", |i| &url[i..]);
+    Rebase::To(valid_url(&format!("{}{suffix}", relative_to(page, target))).into_owned())
+}
+
 /// `target` (a site path) as a reference from the page at `page`.
 fn relative_to(page: &str, target: &str) -> String {
     let depth = page.matches('/').count();
@@ -1214,7 +1245,7 @@ fn remove_script(
             match kind {
                 UrlKind::Relative
                     if site.is_none_or(|site| {
-                        resolve(page, url.trim()).is_some_and(|p| site.files.contains(&p))
+                        resolve(page, url.trim()).is_some_and(|p| site.script.as_ref() == Some(&p))
                     }) =>
                 {
                     // SECURITY: browsers ignore the content of a <script src>, unless they
@@ -1281,9 +1312,8 @@ fn classify_meta(el: &Element<'_, '_>) -> Meta {
     let attr = |name: &str| {
         el.get_attribute(name).map(|v| decode_entities(&v).trim().to_ascii_lowercase())
     };
-    if let Some(charset) = attr("charset") {
-        return Meta::Charset { utf8: matches!(charset.as_str(), "utf-8" | "utf8") };
-    }
+    // SECURITY: http-equiv and name first: `<meta charset=utf-8 name=referrer
+    // content=unsafe-url>` is a referrer policy too.
     if let Some(equiv) = attr("http-equiv") {
         return match equiv.as_str() {
             "refresh" => Meta::Refresh,
@@ -1300,10 +1330,14 @@ fn classify_meta(el: &Element<'_, '_>) -> Meta {
         };
     }
     match attr("name").as_deref() {
-        Some("robots") => Meta::Robots,
-        Some("viewport") => Meta::Viewport,
-        Some("referrer") => Meta::Referrer,
-        _ => Meta::Other,
+        Some("robots") => return Meta::Robots,
+        Some("viewport") => return Meta::Viewport,
+        Some("referrer") => return Meta::Referrer,
+        _ => {}
+    }
+    match attr("charset") {
+        Some(charset) => Meta::Charset { utf8: matches!(charset.as_str(), "utf-8" | "utf8") },
+        None => Meta::Other,
     }
 }
 
@@ -1430,6 +1464,8 @@ fn sanitize_attributes(
     el: &mut Element<'_, '_>,
     tag: &str,
     html_ns: bool,
+    page: &str,
+    site: Option<&SiteFiles>,
     w: &mut Warnings,
 ) -> Result<bool, BoxError> {
     let mut rejected = false;
@@ -1456,7 +1492,23 @@ fn sanitize_attributes(
             let decoded = decode_entities(&raw);
             let (kind, url) = classify_url(&decoded);
             if policy.allows(&kind, &url, tag, &name) {
-                if let Cow::Owned(valid) = valid_url(&decoded)
+                let mut fixed = valid_url(&decoded);
+                if kind == UrlKind::Relative {
+                    match rebase(page, &fixed, policy, site) {
+                        Rebase::Keep => {}
+                        Rebase::To(to) => fixed = Cow::Owned(to),
+                        Rebase::Outside => {
+                            // SECURITY: on the `/prototypes/<id>/` mount, `../other/x` is another
+                            // prototype's file: a site fetches and posts to its own files only.
+                            rejected = true;
+                            el.remove_attribute(&name);
+                            let url = shown(&url);
+                            w.push(|| format!("removed {name}=\"{url}\" on <{tag}>: it points outside the site"));
+                            continue;
+                        }
+                    }
+                }
+                if let Cow::Owned(valid) = fixed
                     && !set_or_remove(el, &name, &escape_for_set(&valid), tag, w)
                 {
                     return Ok(false);
@@ -2132,6 +2184,9 @@ fn font_family_without_fallback(css: &str, tokens: &[Token], at: usize) -> Optio
         match &t.kind {
             Tok::Semicolon | Tok::Close(b'}') => break,
             Tok::Delim(b'!') => break,
+            // A second declaration without a `;` in between: malformed, left alone (and the
+            // scan stays linear).
+            Tok::Colon => return None,
             Tok::Function(_) | Tok::Open(_) | Tok::BadStr | Tok::BadUrl => return None,
             Tok::Ident => {
                 let word = &css[t.start..t.end];
@@ -2881,7 +2936,6 @@ mod tests {
             "mailto:a@example.com",
             "tel:+431234",
             "#pf_main",
-            "/about",
             "menu.html",
             "?q=1",
             "café.html",
@@ -2938,6 +2992,51 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn references_stay_inside_the_site_and_relative_to_the_page() {
+        let page = PageOptions { path: "docs/a.html", ..opts() };
+        let out = fin_with(
+            concat!(
+                r#"<a href="/about">a</a><img src="/img/x.png" alt=""><img src="../../up.png" alt="">"#,
+                r#"<form action="../../../other-site/post"></form><a href="../../elsewhere/">e</a>"#,
+            ),
+            &page,
+        );
+        assert!(out.html.contains(r#"<a href="../about">a</a>"#), "{}", out.html);
+        assert!(out.html.contains(r#"<img src="../img/x.png" alt="">"#), "{}", out.html);
+        assert!(out.html.contains(r#"<img alt="" loading="lazy">"#), "{}", out.html);
+        assert!(out.html.contains("<form></form>"), "{}", out.html);
+        assert!(
+            out.html.contains(r#"<a href="../../elsewhere/">e</a>"#),
+            "links may leave: {}",
+            out.html
+        );
+        assert!(
+            out.warnings.iter().any(|w| w.contains("points outside the site")),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[test]
+    fn a_meta_charset_cannot_smuggle_a_referrer_policy() {
+        let out = fin(
+            r#"<head><meta charset="utf-8" name="referrer" content="unsafe-url"></head><p>x</p>"#,
+        );
+        assert!(!out.html.contains("referrer"), "{}", out.html);
+        assert!(out.html.contains(r#"<meta charset="utf-8">"#), "{}", out.html);
+    }
+
+    #[test]
+    fn many_duplicates_and_declarations_stay_linear() {
+        let out = fin(&"<p id=a>x</p>".repeat(20_000));
+        assert!(out.html.contains(r#"<p id="a-20000">"#), "the ids are renamed in one pass");
+        let css = format!("a{{{}}}", "font-family:x ".repeat(20_000));
+        let out = finalize_css(&css).css;
+        // Malformed declarations are left alone; only the last, well formed, gets a stack.
+        assert_eq!(out.len(), css.len() + ", system-ui, sans-serif".len(), "more than one edit");
     }
 
     #[test]
@@ -3043,7 +3142,7 @@ mod tests {
             out.html.contains(concat!(
                 r#"<form method="post"><input name="e">"#,
                 "<button>a</button><button>b</button></form>",
-                r#"<form action="/contact"></form><form></form>"#,
+                r#"<form action="contact"></form><form></form>"#,
             )),
             "{}",
             out.html

@@ -22,7 +22,7 @@ use html5ever::tendril::TendrilSink;
 use html5ever::{ParseOpts, QualName, ns, parse_document};
 use markup5ever_rcdom::{Handle, NodeData, RcDom};
 
-use super::rewrite::{UrlKind, classify_url, css_is_clean, srcset_urls, url_policy};
+use super::rewrite::{UrlKind, UrlPolicy, classify_url, css_is_clean, srcset_urls, url_policy};
 
 /// A parsed page.
 pub(super) struct Tree {
@@ -90,8 +90,11 @@ impl Tree {
                 let space = space_of(name);
                 let tag = name.local.to_string();
                 let text = match (space, tag.as_str()) {
-                    (Space::Html, "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "title")
-                    | (_, "style" | "script") => text_of(&node),
+                    (Space::Html, "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "title") => {
+                        text_of(&node)
+                    }
+                    // Their code is their *child* text, as browsers read it.
+                    (_, "style" | "script") => child_text(&node),
                     _ => String::new(),
                 };
                 let attrs = attrs
@@ -174,6 +177,25 @@ fn verify(elements: &[El], scripts: Option<&BTreeSet<String>>, page: &str) -> Ve
         {
             problems.push("<meta http-equiv=refresh>".to_owned());
         }
+        if el.space == Space::Html
+            && tag == "meta"
+            && el.attr("name").is_some_and(|v| v.trim().eq_ignore_ascii_case("referrer"))
+        {
+            problems.push("<meta name=referrer>".to_owned());
+        }
+        // SECURITY: SMIL sets an attribute after any check: `<set attributeName=href
+        // to=javascript:…>`.
+        if el.space == Space::Svg
+            && matches!(
+                tag.to_ascii_lowercase().as_str(),
+                "animate" | "set" | "animatemotion" | "animatetransform" | "animatecolor"
+            )
+        {
+            let target = el.attr("attributeName").unwrap_or_default().trim().to_ascii_lowercase();
+            if target.ends_with("href") || target.starts_with("on") || target == "style" {
+                problems.push(format!("<{tag}> animating {target}"));
+            }
+        }
         if tag == "style" && !css_is_clean(&el.text) {
             problems.push("remote or script URL in a <style>".to_owned());
         }
@@ -181,7 +203,7 @@ fn verify(elements: &[El], scripts: Option<&BTreeSet<String>>, page: &str) -> Ve
             // SECURITY: the same policy as the rewrite, applied to the values the browser
             // will use (entities decoded by the parser), so an encoding trick that got past
             // lol_html is caught here.
-            if name.len() > 2 && name[..2].eq_ignore_ascii_case("on") {
+            if name.len() > 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"on") {
                 problems.push(format!("{name} handler on <{tag}>"));
             }
             let policy_tag = if el.space == Space::Svg && tag == "image" { "img" } else { tag };
@@ -189,6 +211,12 @@ fn verify(elements: &[El], scripts: Option<&BTreeSet<String>>, page: &str) -> Ve
                 let (kind, url) = classify_url(value);
                 if !policy.allows(&kind, &url, policy_tag, name) {
                     problems.push(format!("{name}={value:?} on <{tag}>"));
+                } else if kind == UrlKind::Relative
+                    && policy != UrlPolicy::Link
+                    && (url.starts_with(['/', '\\']) || resolve(page, &url).is_none())
+                {
+                    // Served under `/prototypes/<id>/` too: such a URL reaches other sites.
+                    problems.push(format!("{name}={value:?} on <{tag}> is not inside the site"));
                 }
             }
             let list = match name.as_str() {
@@ -283,22 +311,51 @@ fn attr_name(name: &QualName) -> String {
     }
 }
 
-/// The text a reader gets from `node`: its text, and the `alt` of its images.
+/// Text kept per heading: enough to tell empty from not, and to show.
+const TEXT_CAP: usize = 256;
+/// Nodes looked at per heading, so nested headings cannot make the walk quadratic.
+const NODES_CAP: usize = 4096;
+
+/// The text a reader gets from `node` (its text, and the `alt` of its images), capped.
 fn text_of(node: &Handle) -> String {
     let mut text = String::new();
     let mut stack: Vec<Handle> = node.children.borrow().iter().rev().cloned().collect();
+    let mut seen = 0;
     while let Some(n) = stack.pop() {
+        seen += 1;
+        if text.len() >= TEXT_CAP || seen > NODES_CAP {
+            break;
+        }
         match &n.data {
-            NodeData::Text { contents } => text.push_str(&contents.borrow()),
+            NodeData::Text { contents } => push_capped(&mut text, &contents.borrow()),
             NodeData::Element { name, attrs, .. } => {
                 if &*name.local == "img"
                     && let Some(alt) = attrs.borrow().iter().find(|a| &*a.name.local == "alt")
                 {
-                    text.push_str(&alt.value);
+                    push_capped(&mut text, &alt.value);
                 }
                 stack.extend(n.children.borrow().iter().rev().cloned());
             }
             _ => {}
+        }
+    }
+    text
+}
+
+fn push_capped(text: &mut String, more: &str) {
+    let mut room = TEXT_CAP.saturating_sub(text.len()).min(more.len());
+    while !more.is_char_boundary(room) {
+        room -= 1;
+    }
+    text.push_str(&more[..room]);
+}
+
+/// The concatenated text children of `node` (not descendants').
+fn child_text(node: &Handle) -> String {
+    let mut text = String::new();
+    for child in node.children.borrow().iter() {
+        if let NodeData::Text { contents } = &child.data {
+            text.push_str(&contents.borrow());
         }
     }
     text
@@ -414,6 +471,21 @@ mod tests {
     }
 
     #[test]
+    fn nested_headings_keep_a_bounded_text() {
+        let html = format!(
+            "<!DOCTYPE html><title>t</title>{}{}",
+            "<h1><div>".repeat(3_000),
+            "x".repeat(100_000)
+        );
+        let (problems, facts) = Tree::parse(&html).verify_and_facts(None, "index.html");
+        assert!(problems.is_empty());
+        assert_eq!(facts.headings.len(), 3_000);
+        assert!(facts.headings.iter().all(|(_, t)| t.len() <= TEXT_CAP));
+        // The innermost reaches the text; the outermost gives up after NODES_CAP nodes.
+        assert_eq!(facts.headings[2_999].1.len(), TEXT_CAP);
+    }
+
+    #[test]
     fn a_deeply_nested_page_does_not_overflow_the_stack() {
         let html = format!("<!DOCTYPE html><title>t</title>{}", "<div>".repeat(5_000));
         let tree = Tree::parse(&html);
@@ -427,10 +499,23 @@ mod tests {
             "<!DOCTYPE html><title>t</title><script src=\"https://cdn.example/x.js\"></script>",
             "<a href=\"java&#x09;script:alert(1)\">x</a><img src=x onerror=alert(1)>",
             "<svg><a xlink:href=\"javascript:alert(1)\"><text>y</text></a></svg>",
-            "<math><mi>z</mi></math><div style=\"background:url(https://t.example/p.gif)\"></div>"
+            "<math><mi>z</mi></math><div style=\"background:url(https://t.example/p.gif)\"></div>",
+            "<svg><a><set attributeName=\"href\" to=\"javascript:alert(2)\"/></a></svg>",
+            "<meta charset=utf-8 name=referrer content=unsafe-url><img src=\"/x.png\" alt=\"\">",
+            "<p 中=1 ö>x</p>"
         ));
         let problems = tree.verify(None, "index.html");
-        for needle in ["<script>", "href=\"java", "onerror", "xlink:href", "<math>", "style"] {
+        for needle in [
+            "<script>",
+            "href=\"java",
+            "onerror",
+            "xlink:href",
+            "<math>",
+            "style",
+            "animating href",
+            "referrer",
+            "not inside the site",
+        ] {
             assert!(problems.iter().any(|p| p.contains(needle)), "{needle} in {problems:?}");
         }
     }
