@@ -319,12 +319,7 @@ fn a_served_prototype_renders_in_chromium_without_csp_violations() {
     if !browser_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    pf(dir.path(), &["init", repo.to_str().unwrap()]);
-    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/bakery.yaml"))
-        .unwrap();
-    pf(&repo, &["build", "--once"]);
+    let (_dir, repo) = bakery_repo();
     let out = Command::new("git")
         .current_dir(&repo)
         .args(["ls-tree", "--name-only", "prototypes", "sites/"])
@@ -414,6 +409,17 @@ fn the_example_contact_form_works_in_chromium_with_and_without_javascript() {
     );
 }
 
+/// A repo in a temp dir with the bakery example built on its branch.
+fn bakery_repo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    pf(dir.path(), &["init", repo.to_str().unwrap()]);
+    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/bakery.yaml"))
+        .unwrap();
+    pf(&repo, &["build", "--once"]);
+    (dir, repo)
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -426,12 +432,7 @@ fn hostile_pages_do_nothing_in_chromium() {
     }
     let (out_dir, finalized) = finalized_hostile_pages();
     // Publish each finalized page as a site of its own, next to the site's own script.
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    pf(dir.path(), &["init", repo.to_str().unwrap()]);
-    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/bakery.yaml"))
-        .unwrap();
-    pf(&repo, &["build", "--once"]);
+    let (dir, repo) = bakery_repo();
     let wt = dir.path().join("wt");
     git(&repo, &["worktree", "add", wt.to_str().unwrap(), "prototypes"]);
     let mut ids = Vec::new();

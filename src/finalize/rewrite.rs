@@ -2723,21 +2723,7 @@ mod tests {
                 let mut p = problems.borrow_mut();
                 let url =
                     |name: &str| el.get_attribute(name).map(|v| decode_entities(&v).into_owned());
-                if matches!(
-                    tag.as_str(),
-                    "iframe"
-                        | "frame"
-                        | "frameset"
-                        | "object"
-                        | "embed"
-                        | "applet"
-                        | "base"
-                        | "noscript"
-                        | "portal"
-                        | "math"
-                        | "xmp"
-                        | "plaintext"
-                ) {
+                if tag == "math" || super::super::tree::FORBIDDEN.contains(&tag.as_str()) {
                     p.push(format!("<{tag}>"));
                 }
                 let relative =

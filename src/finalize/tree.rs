@@ -24,6 +24,22 @@ use markup5ever_rcdom::{Handle, NodeData, RcDom};
 
 use super::rewrite::{UrlKind, UrlPolicy, classify_url, css_is_clean, srcset_urls, url_policy};
 
+/// HTML elements no published page has: frames, plugins, and raw text that cannot be
+/// sanitized.
+pub(super) const FORBIDDEN: &[&str] = &[
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "base",
+    "noscript",
+    "portal",
+    "xmp",
+    "plaintext",
+];
+
 /// A parsed page.
 pub(super) struct Tree {
     dom: RcDom,
@@ -137,20 +153,7 @@ fn verify(elements: &[El], scripts: Option<&BTreeSet<String>>, page: &str) -> Ve
         let tag = el.tag.as_str();
         let forbidden = match el.space {
             Space::MathMl => true,
-            Space::Html => matches!(
-                tag,
-                "iframe"
-                    | "frame"
-                    | "frameset"
-                    | "object"
-                    | "embed"
-                    | "applet"
-                    | "base"
-                    | "noscript"
-                    | "portal"
-                    | "xmp"
-                    | "plaintext"
-            ),
+            Space::Html => FORBIDDEN.contains(&tag),
             Space::Svg => matches!(tag, "foreignObject" | "iframe"),
         };
         if forbidden {
