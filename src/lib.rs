@@ -11,18 +11,22 @@
 //!    through the stages; "pending" is read off the branch, never kept aside.
 //! 4. [`stages`] holds the rule-based analysis and the per-stage figures.
 //! 5. [`templates`] renders the analysis through the tera layouts.
-//! 6. [`finalize`] rewrites every page with lol_html so that nothing unsafe
-//!    or remote is published.
+//! 6. [`finalize`] is the gate every site passes: images decoded and
+//!    re-encoded, every page rewritten with lol_html, then parsed with
+//!    html5ever and verified, and the site's checks recorded.
 //! 7. [`publish`] commits a site to the `prototypes` branch with gix, by
 //!    compare-and-swap on the ref.
 //!
-//! [`config`] loads `protoforge.yaml`; [`scaffold`] creates a new site repo.
+//! [`config`] loads `protoforge.yaml`; [`scaffold`] creates a new site repo;
+//! [`llm`] makes streamed, retried, deadline-bound model calls (OpenAI-compatible
+//! or Anthropic) for the AI stages.
 #![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod config;
 pub mod finalize;
 pub mod inbox;
+pub mod llm;
 pub mod prune;
 pub mod publish;
 pub mod scaffold;

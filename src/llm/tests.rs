@@ -1,0 +1,336 @@
+//! The client against a real local server that speaks both wire formats and injects the
+//! failures model servers really show: 429 with Retry-After, 500, a reset connection, a
+//! slow first byte, a stall mid-stream, a stream cut before its end marker.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+/// What the server does with one request.
+#[derive(Debug, Clone)]
+enum Step {
+    Status {
+        code: u16,
+        retry_after: Option<&'static str>,
+        body: &'static str,
+    },
+    /// Read the request, then close the connection without a word.
+    Reset,
+    /// Wait before the response head.
+    Slow(Duration, Vec<String>),
+    /// A 200 event stream: the events, then (if set) silence for this long before closing.
+    Stream(Vec<String>, Option<Duration>),
+}
+
+struct Server {
+    url: String,
+    /// Every request body received, as JSON, and its headers.
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn server(steps: Vec<Step>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let steps = Arc::new(Mutex::new(steps.into_iter()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { return };
+            let (steps, log) = (Arc::clone(&steps), Arc::clone(&log));
+            tokio::spawn(async move { serve(socket, steps, log).await });
+        }
+    });
+    Server { url, seen }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    steps: Arc<Mutex<std::vec::IntoIter<Step>>>,
+    log: Arc<Mutex<Vec<(String, Value)>>>,
+) {
+    loop {
+        // Read one request: the head, then Content-Length bytes of body.
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < head_end + len {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Value = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap();
+        log.lock().unwrap().push((head, body));
+        let step = steps.lock().unwrap().next().expect("the test scripted this request");
+        let events = match step {
+            Step::Reset => return,
+            Step::Status { code, retry_after, body } => {
+                let extra =
+                    retry_after.map(|r| format!("retry-after: {r}\r\n")).unwrap_or_default();
+                let response = format!(
+                    "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+                continue;
+            }
+            Step::Slow(wait, events) => {
+                tokio::time::sleep(wait).await;
+                (events, None)
+            }
+            Step::Stream(events, silence) => (events, silence),
+        };
+        let (events, silence) = events;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        for e in events {
+            let frame = format!("{:x}\r\n{e}\r\n", e.len());
+            if socket.write_all(frame.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(silence) = silence {
+            // A stall (or a stream cut before its end): hang, then close.
+            tokio::time::sleep(silence).await;
+            return;
+        }
+        if socket.write_all(b"0\r\n\r\n").await.is_err() {
+            return;
+        }
+    }
+}
+
+fn oa(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"delta": {"content": text}, "finish_reason": null}]})
+    )
+}
+
+fn oa_end(reason: &str) -> Vec<String> {
+    vec![
+        format!("data: {}\n\n", json!({"choices": [{"delta": {}, "finish_reason": reason}]})),
+        format!(
+            "data: {}\n\n",
+            json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
+        ),
+        "data: [DONE]\n\n".into(),
+    ]
+}
+
+fn ok_stream(parts: &[&str]) -> Vec<String> {
+    let mut events: Vec<String> = parts.iter().map(|p| oa(p)).collect();
+    events.extend(oa_end("stop"));
+    events
+}
+
+fn provider(url: &str, kind: Kind) -> Provider {
+    Provider {
+        name: "test-server".into(),
+        kind,
+        base_url: url.into(),
+        model: "tiny-1".into(),
+        api_key: Some("sk-secret-value".into()),
+        headers: [("x-extra".to_owned(), "1".to_owned())].into(),
+    }
+}
+
+fn fast() -> Deadlines {
+    Deadlines {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_millis(400),
+        stall: Duration::from_millis(300),
+        total: Duration::from_secs(20),
+    }
+}
+
+fn request() -> Request {
+    Request {
+        system: "You write HTML.".into(),
+        user: "A bakery.".into(),
+        max_tokens: 64,
+        temperature: 0.2,
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_assembled_with_its_usage() {
+    let s = server(vec![Step::Stream(ok_stream(&["<h1>", "Rosie", "</h1>"]), None)]).await;
+    let client = Client::new(fast()).unwrap();
+    let mut streamed = Vec::new();
+    let reply = client
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |t| streamed.push(t.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "<h1>Rosie</h1>");
+    assert_eq!(streamed, ["<h1>", "Rosie", "</h1>"]);
+    assert_eq!(
+        (reply.finish, reply.tokens_in, reply.tokens_out, reply.attempts),
+        (Finish::Stop, 11, 3, 1)
+    );
+    let seen = s.seen.lock().unwrap();
+    let (head, body) = &seen[0];
+    assert!(head.starts_with("post /v1/chat/completions "), "{head}");
+    assert!(head.contains("authorization: bearer sk-secret-value") && head.contains("x-extra: 1"));
+    assert_eq!(body["model"], "tiny-1");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][1]["content"], "A bakery.");
+}
+
+#[tokio::test]
+async fn what_may_pass_is_retried_until_it_does() {
+    let s = server(vec![
+        Step::Status {
+            code: 429,
+            retry_after: Some("0"),
+            body: r#"{"error":{"message":"slow down"}}"#,
+        },
+        Step::Status { code: 503, retry_after: Some("0"), body: "busy" },
+        Step::Reset,
+        Step::Stream(ok_stream(&["ok"]), None),
+    ])
+    .await;
+    let reply = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((reply.text.as_str(), reply.attempts), ("ok", 4));
+    assert_eq!(s.seen.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let fail = Step::Status { code: 500, retry_after: Some("0"), body: "{}" };
+    let s = server(vec![fail; 10]).await;
+    let err = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::Exhausted { attempts: 4, .. }), "{err}");
+    assert_eq!(s.seen.lock().unwrap().len(), 1 + retry::MAX_RETRIES as usize);
+}
+
+#[tokio::test]
+async fn a_refusal_is_not_retried_and_says_what_to_check() {
+    let body = r#"{"error":{"message":"Incorrect API key provided"}}"#;
+    let s = server(vec![Step::Status { code: 401, retry_after: None, body }]).await;
+    let err = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |_| {})
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("test-server (tiny-1)") && message.contains("HTTP 401"), "{message}");
+    assert!(message.contains("Incorrect API key") && message.contains("api_key_env"), "{message}");
+    assert!(!message.contains("sk-secret-value"));
+    assert!(!format!("{:?}", provider(&s.url, Kind::OpenAi)).contains("sk-secret-value"));
+    assert_eq!(s.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_first_byte_a_stall_and_a_cut_stream_are_retried() {
+    let stalled = vec![oa("half")];
+    let s = server(vec![
+        Step::Slow(Duration::from_millis(900), ok_stream(&["late"])),
+        Step::Stream(stalled, Some(Duration::from_secs(2))),
+        Step::Stream(vec![oa("cut")], Some(Duration::ZERO)),
+        Step::Stream(ok_stream(&["whole"]), None),
+    ])
+    .await;
+    let mut streamed = String::new();
+    let reply = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |t| streamed.push_str(t))
+        .await
+        .unwrap();
+    assert_eq!((reply.text.as_str(), reply.attempts), ("whole", 4));
+    // What streamed before a failure was shown, but is not part of the reply.
+    assert!(streamed.ends_with("whole"), "{streamed}");
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_max_tokens_says_so() {
+    let mut events = vec![oa("<main>")];
+    events.extend(oa_end("length"));
+    let s = server(vec![Step::Stream(events, None)]).await;
+    let reply = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.finish, Finish::Length);
+}
+
+#[tokio::test]
+async fn the_anthropic_format() {
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    let events = vec![
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 21}}}),
+        ),
+        ": ping\n\n".into(),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hallo "}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Welt"}}),
+        ),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+        ),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ];
+    let s = server(vec![Step::Stream(events, None)]).await;
+    let reply = Client::new(fast())
+        .unwrap()
+        .chat(&provider(&s.url, Kind::Anthropic), &request(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "Hallo Welt");
+    assert_eq!((reply.finish, reply.tokens_in, reply.tokens_out), (Finish::Stop, 21, 4));
+    let seen = s.seen.lock().unwrap();
+    let (head, body) = &seen[0];
+    assert!(head.starts_with("post /v1/messages ") && head.contains("x-api-key: sk-secret-value"));
+    assert!(head.contains("anthropic-version: 2023-06-01"), "{head}");
+    assert_eq!(body["system"], "You write HTML.");
+}
+
+#[tokio::test]
+async fn the_whole_call_has_a_deadline() {
+    let slow = Step::Slow(Duration::from_secs(5), ok_stream(&["never"]));
+    let s = server(vec![slow; 10]).await;
+    let deadlines = Deadlines { total: Duration::from_millis(1500), ..fast() };
+    let err = Client::new(deadlines)
+        .unwrap()
+        .chat(&provider(&s.url, Kind::OpenAi), &request(), |_| {})
+        .await
+        .unwrap_err();
+    // Without the deadline, the server's answer after 5 s would be a valid reply.
+    assert!(matches!(err, LlmError::Deadline { .. }), "{err}");
+}
