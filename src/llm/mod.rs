@@ -128,6 +128,13 @@ struct Failure {
     status: Option<u16>,
 }
 
+impl Failure {
+    /// A failure of the connection or the stream, not of the request: worth another try.
+    fn transient(message: String) -> Failure {
+        Failure { retry: true, retry_after: None, message, status: None }
+    }
+}
+
 /// Makes model calls; one per process is enough (it pools connections).
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -219,12 +226,7 @@ impl Client {
         r: &Request,
         on_text: &mut impl FnMut(&str),
     ) -> Result<Reply, Failure> {
-        let network = |e: reqwest::Error| Failure {
-            retry: true,
-            retry_after: None,
-            message: format!("network error: {e}"),
-            status: None,
-        };
+        let network = |e: reqwest::Error| Failure::transient(format!("network error: {e}"));
         let (url, body) = match p.kind {
             Kind::OpenAi => (
                 format!("{}/chat/completions", p.base_url.trim_end_matches('/')),
@@ -269,15 +271,8 @@ impl Client {
             tokio::time::timeout(self.deadlines.first_byte, req.body(body.to_string()).send());
         let mut response = match sent.await {
             Err(_) => {
-                return Err(Failure {
-                    retry: true,
-                    retry_after: None,
-                    message: format!(
-                        "no response within {} s",
-                        self.deadlines.first_byte.as_secs()
-                    ),
-                    status: None,
-                });
+                let secs = self.deadlines.first_byte.as_secs();
+                return Err(Failure::transient(format!("no response within {secs} s")));
             }
             Ok(r) => r.map_err(network)?,
         };
@@ -310,36 +305,19 @@ impl Client {
             let chunk = tokio::time::timeout(self.deadlines.stall, response.chunk()).await;
             let chunk = match chunk {
                 Err(_) => {
-                    return Err(Failure {
-                        retry: true,
-                        retry_after: None,
-                        message: format!(
-                            "the stream stalled for {} s",
-                            self.deadlines.stall.as_secs()
-                        ),
-                        status: None,
-                    });
+                    let secs = self.deadlines.stall.as_secs();
+                    return Err(Failure::transient(format!("the stream stalled for {secs} s")));
                 }
                 Ok(c) => c.map_err(network)?,
             };
             let Some(bytes) = chunk else { break };
-            let events = parser.push(&bytes).map_err(|e| Failure {
-                retry: true,
-                retry_after: None,
-                message: e.to_string(),
-                status: None,
-            })?;
+            let events = parser.push(&bytes).map_err(|e| Failure::transient(e.to_string()))?;
             for event in events {
                 done |= apply(p.kind, &event, &mut reply, on_text);
             }
         }
         if !done {
-            return Err(Failure {
-                retry: true,
-                retry_after: None,
-                message: "the stream ended before its end marker".into(),
-                status: None,
-            });
+            return Err(Failure::transient("the stream ended before its end marker".into()));
         }
         Ok(reply)
     }
