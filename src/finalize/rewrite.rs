@@ -1129,8 +1129,8 @@ fn is_site_link(el: &Element<'_, '_>, tag: &str, s: &Rewrite) -> bool {
     })
 }
 
-/// An `<img>`: the site's knowledge of it (where it is now, its size and description), and
-/// lazy loading for all but the first.
+/// An `<img>`: the site's knowledge of it (its size and description; its `src` already
+/// follows a rename, see [`rebase`]), and lazy loading for all but the first.
 fn image(el: &mut Element<'_, '_>, s: &mut Rewrite) -> HandlerResult {
     s.images += 1;
     if s.images > 1 && !el.has_attribute("loading") {
@@ -1142,9 +1142,6 @@ fn image(el: &mut Element<'_, '_>, s: &mut Rewrite) -> HandlerResult {
     let Some(info) = resolve(&s.path, &src).and_then(|p| site.images.get(&p)) else {
         return Ok(());
     };
-    if resolve(&s.path, &src).as_deref() != Some(info.path.as_str()) {
-        el.set_attribute("src", &escape_for_set(&relative_to(&s.path, &info.path)))?;
-    }
     if !el.has_attribute("width") && !el.has_attribute("height") && info.width > 0 {
         // The browser reserves the space before the image loads: no layout shift.
         el.set_attribute("width", &info.width.to_string())?;
