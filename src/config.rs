@@ -824,9 +824,8 @@ impl LlmConfig {
             bad("llm.max_repairs", "max_repairs and max_continuations: use 0 to 5".into());
         }
         let t = &self.transcription;
-        if !t.base_url.is_empty()
-            && !(t.base_url.starts_with("http://") || t.base_url.starts_with("https://"))
-        {
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !t.base_url.is_empty() && !http(&t.base_url) {
             bad("llm.transcription.base_url", format!("`{}` is not an http(s) URL", t.base_url));
         }
         if !t.api_key_env.is_empty() && !is_env_name(&t.api_key_env) {
