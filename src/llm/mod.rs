@@ -12,6 +12,7 @@
 //!   an error, never a silently short reply.
 
 pub mod chain;
+pub mod extract;
 pub mod retry;
 pub mod sse;
 
