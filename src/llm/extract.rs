@@ -120,7 +120,10 @@ fn strip_think(reply: &str, notes: &mut Vec<&'static str>) -> String {
         notes.push("think");
         out.push_str(&rest[..start]);
         let after = &lower[start..];
-        match ["</think>", "</thinking>"].iter().filter_map(|t| after.find(t).map(|i| i + t.len())).min()
+        match ["</think>", "</thinking>"]
+            .iter()
+            .filter_map(|t| after.find(t).map(|i| i + t.len()))
+            .min()
         {
             Some(end) => rest = &rest[start + end..],
             None => break,
@@ -176,7 +179,9 @@ fn fences(text: &str) -> Vec<Block> {
         let mut code = String::new();
         let mut closed = false;
         for line in lines.by_ref() {
-            if line.trim_start().starts_with(marker) && line.trim().trim_start_matches(['`', '~']).is_empty() {
+            if line.trim_start().starts_with(marker)
+                && line.trim().trim_start_matches(['`', '~']).is_empty()
+            {
                 closed = true;
                 break;
             }
@@ -192,8 +197,7 @@ fn fences(text: &str) -> Vec<Block> {
 fn file_name_in(line: &str) -> String {
     line.split(|c: char| c.is_whitespace() || "*`:#/()[]\"'".contains(c))
         .filter(|w| w.contains('.') && w.len() < 64)
-        .filter(|w| w.rsplit('.').next().is_some_and(|e| (2..=5).contains(&e.len())))
-        .last()
+        .rfind(|w| w.rsplit('.').next().is_some_and(|e| (2..=5).contains(&e.len())))
         .unwrap_or("")
         .to_ascii_lowercase()
 }
@@ -206,13 +210,25 @@ fn sniff(code: &str) -> Option<Want> {
         Some(Want::Html)
     } else if t.starts_with('{') || t.starts_with('[') {
         Some(Want::Json)
-    } else if lower.starts_with(":root") || lower.starts_with("@media") || lower.starts_with("*,")
+    } else if lower.starts_with(":root")
+        || lower.starts_with("@media")
+        || lower.starts_with("*,")
         || lower.starts_with("body")
     {
         Some(Want::Css)
-    } else if ["const ", "let ", "var ", "function", "(function", "(() =>", "\"use strict\"", "'use strict'", "document."]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    } else if [
+        "const ",
+        "let ",
+        "var ",
+        "function",
+        "(function",
+        "(() =>",
+        "\"use strict\"",
+        "'use strict'",
+        "document.",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
     {
         Some(Want::Js)
     } else {
@@ -253,9 +269,7 @@ fn bare(text: &str, want: Want, notes: &mut Vec<&'static str>) -> Option<String>
         }
         Want::Js => {
             let start = code_start(text, looks_like_js)?;
-            let end = text[start..]
-                .rfind(['}', ';', ')'])
-                .map_or(text.len(), |i| start + i + 1);
+            let end = text[start..].rfind(['}', ';', ')']).map_or(text.len(), |i| start + i + 1);
             (start, end)
         }
     };
@@ -266,9 +280,10 @@ fn bare(text: &str, want: Want, notes: &mut Vec<&'static str>) -> Option<String>
 }
 
 fn first_tag(lower: &str) -> Option<usize> {
-    lower.match_indices('<').map(|(i, _)| i).find(|&i| {
-        lower[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '!')
-    })
+    lower
+        .match_indices('<')
+        .map(|(i, _)| i)
+        .find(|&i| lower[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '!'))
 }
 
 /// The byte offset of the first line that `is_code`.
@@ -285,9 +300,24 @@ fn code_start(text: &str, is_code: impl Fn(&str) -> bool) -> Option<usize> {
 
 fn looks_like_js(line: &str) -> bool {
     const STARTS: &[&str] = &[
-        "//", "/*", "\"use strict\"", "'use strict'", "const ", "let ", "var ", "function",
-        "async function", "class ", "document.", "window.", "(", "import ", "export ",
-        "addEventListener", "if (", "for (",
+        "//",
+        "/*",
+        "\"use strict\"",
+        "'use strict'",
+        "const ",
+        "let ",
+        "var ",
+        "function",
+        "async function",
+        "class ",
+        "document.",
+        "window.",
+        "(",
+        "import ",
+        "export ",
+        "addEventListener",
+        "if (",
+        "for (",
     ];
     STARTS.iter().any(|s| line.starts_with(s))
         || line.ends_with(';') && !line.contains(": ") && !line.ends_with(".;")
@@ -348,15 +378,24 @@ mod tests {
         assert_eq!(e.text, "<!doctype html><html lang=en><p>x</p></html>");
         assert_eq!(e.notes, ["prose"]);
         assert_eq!(
-            get("The plan:\n{\"name\": \"Rosie {Bakery}\", \"x\": [1, {\"y\": \"}\"}]}\nDone.", Want::Json),
+            get(
+                "The plan:\n{\"name\": \"Rosie {Bakery}\", \"x\": [1, {\"y\": \"}\"}]}\nDone.",
+                Want::Json
+            ),
             "{\"name\": \"Rosie {Bakery}\", \"x\": [1, {\"y\": \"}\"}]}"
         );
         assert_eq!(
-            get("Here are the styles.\n:root { --a: #fff; }\nbody { margin: 0 }\nEnjoy.", Want::Css),
+            get(
+                "Here are the styles.\n:root { --a: #fff; }\nbody { margin: 0 }\nEnjoy.",
+                Want::Css
+            ),
             ":root { --a: #fff; }\nbody { margin: 0 }"
         );
         assert_eq!(
-            get("This script toggles the menu.\n'use strict';\ndocument.querySelector('.nav');\nThat is all.", Want::Js),
+            get(
+                "This script toggles the menu.\n'use strict';\ndocument.querySelector('.nav');\nThat is all.",
+                Want::Js
+            ),
             "'use strict';\ndocument.querySelector('.nav');"
         );
     }

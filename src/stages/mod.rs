@@ -12,6 +12,8 @@
 
 pub mod analyze;
 pub mod palette;
+pub mod spec;
+pub mod validate;
 
 use std::time::Instant;
 
