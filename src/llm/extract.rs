@@ -57,6 +57,9 @@ pub fn extract(reply: &str, want: Want) -> Option<Extracted> {
         bare(&body, want, &mut notes)?
     } else {
         notes.push(if blocks.iter().any(|b| !b.closed) { "unclosed fence" } else { "fence" });
+        if prose_outside_fences(&body) {
+            notes.push("prose");
+        }
         if blocks.len() > 1 {
             notes.push("multi-file");
         }
@@ -76,6 +79,9 @@ pub fn extract(reply: &str, want: Want) -> Option<Extracted> {
 /// Join a continuation to the reply so far: drop a fence the model opened again and the
 /// text it repeated from the end of `so_far`.
 pub fn join_continuation(so_far: &str, next: &str) -> String {
+    if so_far.is_empty() {
+        return next.to_owned();
+    }
     let mut next = next;
     let trimmed = next.trim_start();
     if let Some(rest) = trimmed.strip_prefix("```").or_else(|| trimmed.strip_prefix("~~~")) {
@@ -193,6 +199,30 @@ fn fences(text: &str) -> Vec<Block> {
     blocks
 }
 
+/// Whether any non-blank line sits outside the fenced blocks.
+fn prose_outside_fences(text: &str) -> bool {
+    let mut inside: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        let marker = if t.starts_with("```") {
+            Some("```")
+        } else if t.starts_with("~~~") {
+            Some("~~~")
+        } else {
+            None
+        };
+        match (inside, marker) {
+            (None, Some(m)) => inside = Some(m),
+            (Some(open), Some(m)) if open == m && t.trim_start_matches(['`', '~']).is_empty() => {
+                inside = None
+            }
+            (None, None) if !t.is_empty() => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A file name mentioned in a heading line such as `**styles.css**:` or `// script.js`.
 fn file_name_in(line: &str) -> String {
     line.split(|c: char| c.is_whitespace() || "*`:#/()[]\"'".contains(c))
@@ -264,7 +294,12 @@ fn bare(text: &str, want: Want, notes: &mut Vec<&'static str>) -> Option<String>
                     || l.starts_with("/*")
                     || l.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && l.ends_with(',')
             })?;
-            let end = text.rfind('}').map_or(text.len(), |i| i + 1);
+            // Text after the last `}` is prose, unless it opens a block: a reply cut off.
+            let end = text
+                .rfind('}')
+                .map(|i| i + 1)
+                .filter(|&e| !text[e..].contains('{'))
+                .unwrap_or(text.len());
             (start, end.max(start))
         }
         Want::Js => {
@@ -367,7 +402,8 @@ mod tests {
         let reply = "Sure! Here is your page:\n\n```html\n<!DOCTYPE html>\n<html><body><h1>Hi</h1></body></html>\n```\n\nThis page uses semantic HTML. Let me know!";
         let e = extract(reply, Want::Html).unwrap();
         assert_eq!(e.text, "<!DOCTYPE html>\n<html><body><h1>Hi</h1></body></html>");
-        assert_eq!(e.notes, ["fence"]);
+        assert_eq!(e.notes, ["fence", "prose"]);
+        assert_eq!(extract("```css\na{}\n```", Want::Css).unwrap().notes, ["fence"]);
         assert_eq!(get("~~~css\nbody { color: red }\n~~~", Want::Css), "body { color: red }");
     }
 
@@ -448,6 +484,8 @@ mod tests {
             "<ul>\n  <li>Sourdough loaf</li>\n  <li>Rye bread</li>"
         );
         assert_eq!(join_continuation("abc", "def"), "abcdef");
+        // The first part of a reply keeps its fence.
+        assert_eq!(join_continuation("", "```css\na{}\n```"), "```css\na{}\n```");
     }
 
     proptest! {
