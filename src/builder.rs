@@ -103,6 +103,20 @@ struct BoardState {
     /// The latest pickup delays (arrival to start), at most [`PICKUPS_KEPT`].
     pickups: VecDeque<Duration>,
     wake: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Totals of the AI stages since start, by stage name.
+    stages: std::collections::BTreeMap<&'static str, StageTotals>,
+}
+
+/// What the AI stages have cost since the process started, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTotals {
+    pub runs: u64,
+    pub used: u64,
+    pub fallbacks: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub requests: u64,
+    pub seconds: f64,
 }
 
 /// The builder's state, shared with the webhook in the same process: the
@@ -192,6 +206,30 @@ impl Board {
 
     fn is_whole(&self, file: &str) -> bool {
         self.state.lock().expect("board lock is never poisoned").whole.contains_key(file)
+    }
+
+    /// Add a job's AI stage records to the totals.
+    pub fn record_stages(&self, records: &[StageRecord]) {
+        self.update(|s| {
+            for r in records.iter().filter(|r| stages::PROMPT_STAGES.contains(&r.name)) {
+                let t = s.stages.entry(r.name).or_default();
+                t.runs += 1;
+                match r.outcome {
+                    stages::Outcome::Ok => t.used += 1,
+                    _ => t.fallbacks += 1,
+                }
+                t.tokens_in += r.tokens_in;
+                t.tokens_out += r.tokens_out;
+                t.requests += u64::from(r.attempts);
+                t.seconds += r.duration_ms / 1000.0;
+            }
+        });
+    }
+
+    /// The AI stages' totals since start, by stage.
+    pub fn stage_totals(&self) -> Vec<(&'static str, StageTotals)> {
+        let state = self.state.lock().expect("board lock is never poisoned");
+        state.stages.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Quantiles (0 to 1) of the latest pickup delays, with their count.
@@ -711,6 +749,7 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
                     progress: &|stage, percent| board.stage(stage, percent),
                 })
                 .map_err(render_error)?;
+            ws.board.record_stages(&out.records);
             records.extend(out.records);
             let made = Made {
                 index_html: out.index_html,

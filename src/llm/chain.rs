@@ -218,6 +218,77 @@ impl Chain {
     }
 }
 
+/// What `protoforge llm test` measured of one provider.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub provider: String,
+    pub model: String,
+    pub result: Result<ProbeFigures, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeFigures {
+    /// From sending the request to the first text.
+    pub first_text: Duration,
+    pub total: Duration,
+    pub tokens_out: u64,
+    /// Output tokens per second after the first text arrived.
+    pub tokens_per_sec: f64,
+    pub reply: String,
+}
+
+impl Chain {
+    /// Ask every provider, in order and directly (no fallback), a tiny question.
+    pub async fn probe(&self) -> Vec<Probe> {
+        let mut out = Vec::new();
+        for provider in self.providers() {
+            let mut request = Request::new(
+                "You are a health check. Answer with one short sentence.",
+                "Say hello and name the colour of the sky.",
+            );
+            request.max_tokens = 32;
+            request.deadline = Some(Duration::from_secs(60));
+            let start = Instant::now();
+            let mut first = None;
+            let result = self
+                .client
+                .chat(&provider, &request, |t| {
+                    if first.is_none() && !t.is_empty() {
+                        first = Some(start.elapsed());
+                    }
+                })
+                .await;
+            let total = start.elapsed();
+            out.push(Probe {
+                provider: provider.name.clone(),
+                model: provider.model.clone(),
+                result: result.map_err(|e| e.to_string()).map(|reply| {
+                    let first_text = first.unwrap_or(total);
+                    let streaming = (total - first_text).as_secs_f64();
+                    // Servers without usage: about 4 bytes a token.
+                    let tokens_out = if reply.tokens_out > 0 {
+                        reply.tokens_out
+                    } else {
+                        (reply.text.len() as u64 / 4).max(1)
+                    };
+                    ProbeFigures {
+                        first_text,
+                        total,
+                        tokens_out,
+                        tokens_per_sec: if streaming > 0.0 {
+                            tokens_out.saturating_sub(1) as f64 / streaming
+                        } else {
+                            0.0
+                        },
+                        reply: reply.text.trim().chars().take(80).collect(),
+                    }
+                }),
+            });
+        }
+        out
+    }
+}
+
 /// A poisoned lock only means another stage panicked; the data (a provider, a breaker) is
 /// still whole.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -115,6 +115,11 @@ impl Ai {
         &self.chain
     }
 
+    /// `protoforge llm test`: ask each provider a tiny question.
+    pub fn probe(&self) -> Vec<crate::llm::chain::Probe> {
+        self.runtime.block_on(self.chain.probe())
+    }
+
     pub fn prompt_sha256(&self) -> &BTreeMap<String, String> {
         self.prompts.sha256()
     }

@@ -349,3 +349,96 @@ fn a_missing_api_key_stops_the_builder_before_any_job() {
     );
     assert!(repo.sites().is_empty());
 }
+
+#[test]
+fn llm_test_reports_each_provider() {
+    let pace = Pace { chars_per_token: 4, per_token: Duration::from_millis(5) };
+    let server = FakeLlm::start(Format::OpenAi, pace);
+    server.default_reply("unknown", Reply::text("Hello! The sky is blue."));
+    let repo = Repo::new();
+    let providers = format!(
+        "[{},{}]",
+        provider("fake", &server.url, "openai"),
+        provider("dead", "http://127.0.0.1:9/v1", "openai")
+    );
+    let run = repo.run_env(&["llm", "test"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]);
+    assert_eq!(run.code, 1, "one provider failed: {}", run.all());
+    let ok = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ok    fake (tiny-1)"))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    assert!(ok.contains("tokens/s") && ok.contains("The sky is blue"), "{ok}");
+    let tokens_per_sec: f64 =
+        ok.split(" tokens, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    // 4 characters every 5 ms: at most 200 tokens/s, and far from zero.
+    assert!(tokens_per_sec > 20.0 && tokens_per_sec <= 200.0, "{tokens_per_sec}");
+    assert!(run.stdout.contains("FAIL  dead (tiny-1)"), "{}", run.all());
+    let run = repo.run(&["llm", "test"]).ok();
+    assert!(run.stdout.contains("No provider configured"));
+}
+
+#[test]
+fn progress_events_follow_the_stages_and_metrics_count_tokens() {
+    use std::io::{BufRead, BufReader, Write};
+    let pace = Pace { chars_per_token: 16, per_token: Duration::from_millis(3) };
+    let server = FakeLlm::start(Format::OpenAi, pace);
+    good_replies(&server, &fixtures());
+    let repo = Repo::new();
+    let providers = format!("[{}]", provider("fake", &server.url, "openai"));
+    let serve =
+        Server::start_env(&repo, &["--no-prune"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]);
+    let example: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(project_dir().join("examples/01-bakery.yaml")).unwrap(),
+    )
+    .unwrap();
+    let body = serde_json::json!({"company": example["company"], "description": example["description"], "language": "en"});
+    let r = http_body(
+        serve.hook,
+        "POST",
+        "127.0.0.1",
+        "/api/queue/submit",
+        &[("Content-Type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job: Value = serde_json::from_slice(&r.body).unwrap();
+    let job = job["job_id"].as_str().unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", serve.hook)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(stream, "GET /api/queue/{job}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut ids = Vec::new();
+    for line in BufReader::new(stream).lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("id: ") {
+            ids.push(id.to_string());
+            if id == "completed" || id.starts_with("failed") {
+                break;
+            }
+        }
+    }
+    for want in [
+        "processing-analysis-10",
+        "processing-html-25",
+        "processing-css+js-50",
+        "processing-content-75",
+        "completed",
+    ] {
+        assert!(ids.iter().any(|i| i == want), "{want} not in {ids:?}");
+    }
+    let metrics = get(serve.hook, "127.0.0.1", "/metrics").text();
+    for stage in ["analysis", "html", "css", "js", "content"] {
+        let used =
+            format!("protoforge_llm_stage_runs_total{{stage=\"{stage}\",outcome=\"used\"}} 1");
+        assert!(metrics.contains(&used), "{used}:\n{metrics}");
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "protoforge_llm_tokens_total{{stage=\"{stage}\",direction=\"out\"}}"
+                ))
+            })
+            .unwrap();
+        assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 0, "{line}");
+    }
+}
