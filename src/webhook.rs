@@ -663,7 +663,8 @@ fn metrics(shared: &Shared) -> Response<Body> {
                 out.push_str(&format!("protoforge_{name}{{{labels}}} {value}\n"));
             }
         };
-        let by_stage = |f: &dyn Fn(&str, &crate::builder::StageTotals) -> Vec<(String, String)>| {
+        type Rows = Vec<(String, String)>;
+        let by_stage = |f: &dyn Fn(&str, &crate::builder::StageTotals) -> Rows| {
             totals.iter().flat_map(|(stage, t)| f(stage, t)).collect::<Vec<_>>()
         };
         series(
