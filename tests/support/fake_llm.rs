@@ -131,6 +131,9 @@ impl FakeLlm {
                         _ = &mut rx => return,
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
+                            // Real servers flush each event; without this, Nagle's algorithm
+                            // and delayed ACKs add 40 ms stalls the benchmark would count.
+                            let _ = socket.set_nodelay(true);
                             let state = Arc::clone(&shared);
                             tokio::spawn(async move {
                                 let service = hyper::service::service_fn(move |req| {
