@@ -49,6 +49,11 @@ pub enum SetupError {
          set api_key_env to \"\" for a server without keys"
     )]
     MissingKey { index: usize, var: String },
+    #[error(
+        "llm.transcription.api_key_env: the variable {var} is not set; export it, or set \
+         api_key_env to \"\" for a server without keys"
+    )]
+    MissingTranscriptionKey { var: String },
     #[error("cannot start the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }

@@ -15,6 +15,7 @@ pub mod chain;
 pub mod extract;
 pub mod retry;
 pub mod sse;
+pub mod transcribe;
 
 pub use chain::{Answer, Chain, ChainError};
 

@@ -37,6 +37,7 @@ const CONTINUE: &str = "Continue exactly where you stopped, with no repetition a
 /// drives the calls.
 pub struct Ai {
     chain: Chain,
+    transcriber: Option<crate::llm::transcribe::Transcriber>,
     prompts: Prompts,
     config: LlmConfig,
     runtime: tokio::runtime::Runtime,
@@ -97,10 +98,14 @@ impl Ai {
         config: &LlmConfig,
         prompts_dir: &std::path::Path,
     ) -> Result<Option<Ai>, AiError> {
-        let Some(chain) = Chain::from_config(config, |var| std::env::var(var).ok())? else {
+        let env = |var: &str| std::env::var(var).ok();
+        let Some(chain) = Chain::from_config(config, env)? else {
             return Ok(None);
         };
-        Ok(Some(Ai::new(chain, Prompts::load(prompts_dir)?, config.clone())?))
+        let mut ai = Ai::new(chain, Prompts::load(prompts_dir)?, config.clone())?;
+        ai.transcriber =
+            crate::llm::transcribe::Transcriber::from_config(&config.transcription, env)?;
+        Ok(Some(ai))
     }
 
     pub fn new(chain: Chain, prompts: Prompts, config: LlmConfig) -> Result<Ai, AiError> {
@@ -108,7 +113,7 @@ impl Ai {
             .enable_all()
             .build()
             .map_err(AiError::Runtime)?;
-        Ok(Ai { chain, prompts, config, runtime })
+        Ok(Ai { chain, transcriber: None, prompts, config, runtime })
     }
 
     pub fn chain(&self) -> &Chain {
@@ -137,9 +142,10 @@ impl Ai {
             per_document: self.config.max_document_bytes as usize,
             total: self.config.max_context_bytes as usize,
         };
-        let request = prompt::request(job, show_contact, bounds, &BTreeMap::new());
-        let mut warnings: Vec<String> = request.notes.clone();
         let mut records = Vec::new();
+        let transcripts = self.transcribe(job, &analysis.lang, &mut records).await;
+        let request = prompt::request(job, show_contact, bounds, &transcripts);
+        let mut warnings: Vec<String> = request.notes.clone();
 
         // 1. analysis → the plan.
         progress("analysis", 10);
@@ -266,7 +272,7 @@ impl Ai {
         let index_html = polished.unwrap_or(html);
         for r in &records {
             if let Some(reason) = r.reason.as_ref().filter(|_| r.outcome == Outcome::Fallback) {
-                warnings.push(format!("stage {} used the template output: {reason}", r.name));
+                warnings.push(fallback_warning(r.name, reason));
             }
         }
         let mode = mode(&records);
@@ -282,6 +288,49 @@ impl Ai {
             warnings,
             spec,
         })
+    }
+
+    /// The text of each audio attachment, by attachment path, when a transcription server
+    /// is configured; one record for them all.
+    async fn transcribe(
+        &self,
+        job: &Job,
+        lang: &str,
+        records: &mut Vec<StageRecord>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(t) = &self.transcriber else { return out };
+        let audio: Vec<_> = job
+            .attachments
+            .iter()
+            .filter(|a| a.attachment.kind == crate::submission::AttachmentKind::Audio)
+            .collect();
+        if audio.is_empty() {
+            return out;
+        }
+        let start = Instant::now();
+        let mut record = StageRecord::new("transcribe");
+        let mut failures = Vec::new();
+        for a in audio {
+            record.attempts += 1;
+            match t.transcribe(&a.file, lang).await {
+                Ok(text) => {
+                    record.tokens_out += text.len() as u64 / 4;
+                    out.insert(a.attachment.path.clone(), text);
+                }
+                Err(e) => {
+                    let name = a.attachment.path.rsplit('/').next().unwrap_or("audio");
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            record.outcome = Outcome::Fallback;
+            record.reason = Some(failures.join("; "));
+        }
+        record.set_duration(start.elapsed());
+        records.push(record);
+        out
     }
 
     /// One stage: ask, continue cut replies, extract, validate, re-ask with the diagnosis;
@@ -457,11 +506,14 @@ fn names(set: &BTreeSet<String>, prefix: &str) -> String {
     set.iter().map(|n| format!("{prefix}{n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `ai` when every generating stage used the model's output, `template` when none did.
 fn mode(records: &[StageRecord]) -> &'static str {
-    let used = records.iter().filter(|r| r.outcome == Outcome::Ok).count();
+    let stages: Vec<_> =
+        records.iter().filter(|r| super::PROMPT_STAGES.contains(&r.name)).collect();
+    let used = stages.iter().filter(|r| r.outcome == Outcome::Ok).count();
     match used {
         0 => "template",
-        n if n == records.len() => "ai",
+        n if n == stages.len() => "ai",
         _ => "mixed",
     }
 }
@@ -477,6 +529,14 @@ fn providers(records: &[StageRecord]) -> Vec<String> {
     out
 }
 
+fn fallback_warning(stage: &str, reason: &str) -> String {
+    if stage == "transcribe" {
+        format!("audio not transcribed: {reason}")
+    } else {
+        format!("stage {stage} used the template output: {reason}")
+    }
+}
+
 /// The whole site from the templates, after the html stage fell back.
 fn finish(
     rendered: crate::templates::Rendered,
@@ -487,7 +547,7 @@ fn finish(
 ) -> Output {
     for r in records.iter().filter(|r| r.outcome == Outcome::Fallback) {
         if let Some(reason) = &r.reason {
-            warnings.push(format!("stage {} used the template output: {reason}", r.name));
+            warnings.push(fallback_warning(r.name, reason));
         }
     }
     Output {

@@ -442,3 +442,69 @@ fn progress_events_follow_the_stages_and_metrics_count_tokens() {
         assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() > 0, "{line}");
     }
 }
+
+#[test]
+fn a_voice_message_is_transcribed_for_the_analysis() {
+    let server = FakeLlm::start(Format::OpenAi, Pace::default());
+    good_replies(&server, &fixtures());
+    server.default_reply("transcription", Reply::text("Olá, sou a Carla, passeio cães em Lisboa."));
+    let repo = Repo::new();
+    repo.add_examples();
+    for f in std::fs::read_dir(repo.inbox()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") && !f.ends_with("05-voice-only.yaml") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let providers = format!("[{}]", provider("fake", &server.url, "openai"));
+    repo.run_env(
+        &["build", "--once"],
+        &[
+            ("PROTOFORGE_LLM__PROVIDERS", &providers),
+            ("PROTOFORGE_LLM__TRANSCRIPTION__BASE_URL", &server.url),
+        ],
+    )
+    .ok();
+    let seen = server.seen_for("transcription");
+    assert_eq!(seen.len(), 1);
+    let form = seen[0].body.as_str().unwrap();
+    assert!(
+        form.contains("name=\"model\"\r\n\r\nwhisper-1")
+            && form.contains("name=\"language\"\r\n\r\npt"),
+        "{}",
+        &form[..300.min(form.len())]
+    );
+    assert!(form.contains("filename=\"message.wav\"\r\nContent-Type: audio/wav"));
+    let analysis = server.seen_for("analysis")[0].prompt();
+    assert!(
+        analysis.contains("Voice message message.wav (transcript): Olá, sou a Carla"),
+        "{analysis}"
+    );
+    let (_, meta) = only_site(&repo);
+    let t = stage(&meta, "transcribe");
+    assert_eq!((t["outcome"].as_str(), t["attempts"].as_u64()), (Some("ok"), Some(1)), "{t:#}");
+}
+
+#[test]
+fn without_a_transcription_server_the_audio_is_noted() {
+    let server = FakeLlm::start(Format::OpenAi, Pace::default());
+    good_replies(&server, &fixtures());
+    let repo = Repo::new();
+    repo.add_examples();
+    for f in std::fs::read_dir(repo.inbox()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") && !f.ends_with("05-voice-only.yaml") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let providers = format!("[{}]", provider("fake", &server.url, "openai"));
+    repo.run_env(&["build", "--once"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]).ok();
+    let analysis = server.seen_for("analysis")[0].prompt();
+    assert!(analysis.contains("Voice message message.wav: (not transcribed)"), "{analysis}");
+    let (_, meta) = only_site(&repo);
+    assert!(
+        meta["warnings"].to_string().contains("audio message.wav was not transcribed"),
+        "{:#}",
+        meta["warnings"]
+    );
+}

@@ -217,6 +217,9 @@ async fn handle(
         .collect();
     let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if path.ends_with("/audio/transcriptions") {
+        return transcription(&bytes, &state, path, headers, started).await;
+    }
     let system = match format {
         Format::OpenAi => body["messages"][0]["content"].as_str().unwrap_or(""),
         Format::Anthropic => body["system"].as_str().unwrap_or(""),
@@ -278,6 +281,42 @@ async fn handle(
             Ok(response(200).body(ChannelBody(rx)).expect("a response"))
         }
     }
+}
+
+/// `/v1/audio/transcriptions`: the multipart body is logged as text (the audio bytes
+/// lossily), and the answer is the `transcription` stage's scripted reply, as JSON.
+async fn transcription(
+    bytes: &[u8],
+    state: &Arc<Mutex<State>>,
+    path: String,
+    headers: HashMap<String, String>,
+    started: Instant,
+) -> Result<Resp, std::io::Error> {
+    let reply = {
+        let mut s = state.lock().unwrap();
+        s.seen.push(Seen {
+            stage: "transcription".into(),
+            path,
+            headers,
+            body: Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            started,
+            finished: Instant::now(),
+        });
+        let next = s.queues.get_mut("transcription").and_then(VecDeque::pop_front);
+        next.or_else(|| s.defaults.get("transcription").cloned())
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (status, body) = match reply {
+        Some(Reply::Text { text, .. }) => (200, json!({"text": text}).to_string()),
+        Some(Reply::Status { code, body, .. }) => (code, body.to_owned()),
+        _ => (500, "no transcription scripted".to_owned()),
+    };
+    let _ = tx.send(Bytes::from(body)).await;
+    Ok(hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(ChannelBody(rx))
+        .expect("a response"))
 }
 
 /// Marks a logged request finished.
