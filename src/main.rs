@@ -531,6 +531,16 @@ fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
         Err(e) => problems.push(format!("{}: {e}", layouts_dir.display())),
     }
     problems.extend(protoforge::stages::check_prompts(&repo.join(&config.prompts_dir)));
+    if let Err(e) = protoforge::llm::Chain::from_config(&config.llm, |v| std::env::var(v).ok()) {
+        problems.push(format!("{}: {e}", path.display()));
+    }
+    if let Err(e) =
+        protoforge::llm::transcribe::Transcriber::from_config(&config.llm.transcription, |v| {
+            std::env::var(v).ok()
+        })
+    {
+        problems.push(format!("{}: {e}", path.display()));
+    }
     if problems.is_empty() {
         println!("ok: config, {valid} inbox file(s), layouts and prompts are valid");
         Ok(ExitCode::SUCCESS)

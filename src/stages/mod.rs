@@ -175,5 +175,14 @@ pub fn check_prompts(dir: &std::path::Path) -> Vec<String> {
             problems.push(format!("{}: does not parse as a template: {e}", local.display()));
         }
     }
+    if problems.is_empty()
+        && let Ok(prompts) = prompt::Prompts::load(dir)
+    {
+        for stage in PROMPT_STAGES {
+            if let Err(e) = prompts.render(stage, &prompt::sample_context()) {
+                problems.push(format!("{}: {e}", dir.join(format!("{stage}.md")).display()));
+            }
+        }
+    }
     problems
 }

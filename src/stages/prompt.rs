@@ -94,6 +94,17 @@ impl Prompts {
     }
 }
 
+/// A context with every variable any built-in prompt uses, for checking prompts.
+pub fn sample_context() -> Value {
+    serde_json::json!({
+        "language": "en", "dir": "ltr", "request": "Company: Sample Bakery\nRequest: bread",
+        "kinds": "restaurant, shop", "features": "nav-toggle", "schema": "{}",
+        "plan": "{}", "images": [{"path": "assets/images/logo.png", "description": "Logo"}],
+        "sections": "menu, visit", "html": "<main></main>", "palette": "--primary: #123456",
+        "classes": ".menu", "ids": "#visit",
+    })
+}
+
 /// The system message of a stage: who the model is, and the rule about customer data.
 pub fn system(stage: &str) -> String {
     format!(
@@ -307,13 +318,10 @@ mod tests {
     #[test]
     fn the_builtin_prompts_render_with_their_variables() {
         let p = Prompts::load(Path::new("/nonexistent")).unwrap();
-        let ctx = serde_json::json!({
-            "language": "en", "dir": "ltr", "request": "A <b>bakery</b> & café",
-            "kinds": "shop", "features": "nav-toggle", "schema": "{}",
-            "plan": "{}", "images": [{"path": "assets/images/a.png", "description": "A loaf"}],
-            "sections": "menu", "html": "<main></main>", "palette": "--primary: #123456",
-            "classes": ".a", "ids": "#b",
-        });
+        let mut ctx = sample_context();
+        ctx["request"] = "A <b>bakery</b> & café".into();
+        ctx["images"] =
+            serde_json::json!([{"path": "assets/images/a.png", "description": "A loaf"}]);
         for stage in PROMPT_STAGES {
             let text = p.render(stage, &ctx).unwrap();
             assert!(!text.contains("{{"), "{stage}: {text}");

@@ -508,3 +508,20 @@ fn without_a_transcription_server_the_audio_is_noted() {
         meta["warnings"]
     );
 }
+
+#[test]
+fn continuations_are_bounded_per_ask() {
+    let server = FakeLlm::start(Format::OpenAi, Pace::default());
+    good_replies(&server, &fixtures());
+    // Always "cut at max_tokens": the stage may continue twice per ask, never more.
+    server.default_reply("content", Reply::cut("<p>and so on"));
+    let repo = Repo::new();
+    build(&repo, &[provider("fake", &server.url, "openai")], &[]).ok();
+    let (_, meta) = only_site(&repo);
+    let content = stage(&meta, "content");
+    assert_eq!(content["outcome"], "fallback", "{content:#}");
+    // 3 asks (1 + 2 repairs), each 1 call + 2 continuations.
+    assert_eq!(server.seen_for("content").len(), 9);
+    assert_eq!(content["continuations"], 6, "{content:#}");
+    assert_eq!(content["attempts"], 9, "{content:#}");
+}
