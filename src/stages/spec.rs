@@ -126,7 +126,11 @@ pub fn schema() -> Value {
 impl Spec {
     /// Parse a reply's JSON; a syntax error becomes one problem naming line and column.
     pub fn parse(json: &str) -> Result<Spec, Vec<String>> {
-        let value: Value = serde_json::from_str(json).map_err(|e| {
+        // Small models write raw line breaks inside strings and trailing commas; mending
+        // those is certain, so it costs no re-ask.
+        let value: Value = serde_json::from_str(json)
+            .or_else(|e| serde_json::from_str(&relax_json(json)).map_err(|_| e))
+            .map_err(|e| {
             vec![format!(
                 "the JSON does not parse at line {}, column {}: {e}; answer with one JSON object \
                  and nothing else",
@@ -257,6 +261,56 @@ impl Spec {
     }
 }
 
+/// `json` with control characters inside strings escaped and commas before `}`/`]`
+/// dropped; everything else untouched.
+fn relax_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = json.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                _ if escaped => {
+                    escaped = false;
+                    out.push(c);
+                }
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            ',' => {
+                let mut ahead = chars.clone();
+                while ahead.peek().is_some_and(|c| c.is_whitespace()) {
+                    ahead.next();
+                }
+                if !matches!(ahead.peek(), Some('}' | ']')) {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn is_hex_color(s: &str) -> bool {
     s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -353,6 +407,27 @@ mod tests {
         assert!(Spec::parse("{\"sections\": 3}").unwrap_err()[0].contains("wrong type"));
         // Extra keys are tolerated; small models add them.
         assert_eq!(Spec::parse("{\"kind\": \"shop\", \"extra\": 1}").unwrap().kind, "shop");
+    }
+
+    #[test]
+    fn raw_line_breaks_and_trailing_commas_are_mended() {
+        let s = Spec::parse("{\"name\": \"Rosie's\nLoaves\", \"features\": [\"nav-toggle\",],\n}")
+            .unwrap();
+        assert_eq!(s.name, "Rosie's\nLoaves");
+        assert_eq!(s.features, ["nav-toggle"]);
+        // A comma inside a string stays.
+        assert_eq!(relax_json(r#"{"a": "x,}", }"#), r#"{"a": "x,}" }"#);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn relaxing_never_panics_and_leaves_valid_json_alone(s in "(?s).{0,200}|\\{\"[a-z,}]{0,8}\": \\[[0-9, ]{0,12}\\]\\}") {
+            let relaxed = relax_json(&s);
+            if serde_json::from_str::<Value>(&s).is_ok() {
+                // Valid JSON has neither: it comes back byte for byte.
+                proptest::prop_assert_eq!(relaxed, s);
+            }
+        }
     }
 
     #[test]
