@@ -62,6 +62,8 @@ pub enum BuildError {
         "the layouts cannot render a sample site, so every job would fail; fix them (`protoforge check` lists the problems):\n{0}"
     )]
     Layouts(String),
+    #[error("the AI stages cannot start: {0}")]
+    Ai(#[from] stages::ai::AiError),
 }
 
 /// An opened site repo: its config, inbox, layouts and branch.
@@ -73,6 +75,8 @@ pub struct Workspace {
     pub store: Store,
     /// What the builder is doing, for whoever watches (the webhook).
     pub board: Arc<Board>,
+    /// The AI generator, set up on first use (see [`Workspace::ai`]).
+    ai: std::sync::OnceLock<Option<stages::ai::Ai>>,
 }
 
 /// Pickup delays kept for the quantiles in `/metrics`.
@@ -99,6 +103,20 @@ struct BoardState {
     /// The latest pickup delays (arrival to start), at most [`PICKUPS_KEPT`].
     pickups: VecDeque<Duration>,
     wake: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Totals of the AI stages since start, by stage name.
+    stages: std::collections::BTreeMap<&'static str, StageTotals>,
+}
+
+/// What the AI stages have cost since the process started, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTotals {
+    pub runs: u64,
+    pub used: u64,
+    pub fallbacks: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub requests: u64,
+    pub seconds: f64,
 }
 
 /// The builder's state, shared with the webhook in the same process: the
@@ -190,6 +208,30 @@ impl Board {
         self.state.lock().expect("board lock is never poisoned").whole.contains_key(file)
     }
 
+    /// Add a job's AI stage records to the totals.
+    pub fn record_stages(&self, records: &[StageRecord]) {
+        self.update(|s| {
+            for r in records.iter().filter(|r| stages::PROMPT_STAGES.contains(&r.name)) {
+                let t = s.stages.entry(r.name).or_default();
+                t.runs += 1;
+                match r.outcome {
+                    stages::Outcome::Ok => t.used += 1,
+                    _ => t.fallbacks += 1,
+                }
+                t.tokens_in += r.tokens_in;
+                t.tokens_out += r.tokens_out;
+                t.requests += u64::from(r.attempts);
+                t.seconds += r.duration_ms / 1000.0;
+            }
+        });
+    }
+
+    /// The AI stages' totals since start, by stage.
+    pub fn stage_totals(&self) -> Vec<(&'static str, StageTotals)> {
+        let state = self.state.lock().expect("board lock is never poisoned");
+        state.stages.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     /// Quantiles (0 to 1) of the latest pickup delays, with their count.
     pub fn pickup_quantiles(&self, qs: &[f64]) -> (usize, Vec<Duration>) {
         let mut all: Vec<Duration> = self
@@ -241,7 +283,28 @@ impl Workspace {
             identity(&config.author),
             identity(&config.committer),
         )?;
-        Ok(Workspace { root: root.into(), config, inbox, layouts, store, board: Arc::default() })
+        Ok(Workspace {
+            root: root.into(),
+            config,
+            inbox,
+            layouts,
+            store,
+            board: Arc::default(),
+            ai: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The AI generator, or `None` in template mode. Set up on first use, so that commands
+    /// which build nothing (serve, prune) never need a model's API key.
+    pub fn ai(&self) -> Result<Option<&stages::ai::Ai>, BuildError> {
+        if let Some(ai) = self.ai.get() {
+            return Ok(ai.as_ref());
+        }
+        let ai = stages::ai::Ai::from_config(
+            &self.config.llm,
+            &self.root.join(&self.config.prompts_dir),
+        )?;
+        Ok(self.ai.get_or_init(|| ai).as_ref())
     }
 
     /// Background packing of this repo's objects, as configured.
@@ -641,6 +704,8 @@ pub struct SiteBuild {
     pub files: Vec<(String, Vec<u8>)>,
     pub layout: String,
     pub kind: &'static str,
+    /// `template`, `ai` or `mixed`.
+    pub mode: &'static str,
     pub expires_at: DateTime<Utc>,
     pub warnings: Vec<String>,
 }
@@ -657,7 +722,8 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     let mut records: Vec<StageRecord> = Vec::new();
     let lang = job.submission().language_or(&ws.config.generator.default_language).to_string();
     let t = ws.layouts.strings(&lang);
-    ws.board.stage("analyze", 10);
+    let ai = ws.ai().map_err(|e| GenerateError { stage: "llm", reason: e.to_string() })?;
+    ws.board.stage("analyze", 5);
     let analysis = stages::timed(&mut records, "analyze", || {
         Ok::<_, ()>(stages::analyze(
             job,
@@ -668,18 +734,68 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     })
     .expect("the rule-based analysis cannot fail");
     let expires_at = now + chrono::Duration::days(i64::from(ws.config.expiry_days));
-    ws.board.stage("render", 35);
-    let rendered = stages::timed(&mut records, "render", || {
-        ws.layouts.render(&analysis, &job.parsed.project_id, expires_at.date_naive())
-    })
-    .map_err(|e| GenerateError { stage: "render", reason: e.to_string() })?;
+    let render_error = |e: TemplateError| GenerateError { stage: "render", reason: e.to_string() };
+    let (made, analysis) = match ai {
+        Some(ai) => {
+            let board = &ws.board;
+            let out = ai
+                .generate(stages::ai::Input {
+                    job,
+                    analysis,
+                    layouts: &ws.layouts,
+                    project_id: &job.parsed.project_id,
+                    expires_on: expires_at.date_naive(),
+                    show_contact: ws.config.generator.show_contact_details,
+                    progress: &|stage, percent| board.stage(stage, percent),
+                })
+                .map_err(render_error)?;
+            ws.board.record_stages(&out.records);
+            records.extend(out.records);
+            let made = Made {
+                index_html: out.index_html,
+                styles_css: out.styles_css,
+                script_js: out.script_js,
+                layout: out.layout,
+                mode: out.mode,
+                providers: out.providers,
+                prompt_versions: ai
+                    .prompt_sha256()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect(),
+                sections: out.spec.sections.iter().map(|s| s.id.clone()).collect(),
+                warnings: out.warnings,
+            };
+            (made, out.analysis)
+        }
+        None => {
+            ws.board.stage("render", 35);
+            let rendered = stages::timed(&mut records, "render", || {
+                ws.layouts.render(&analysis, &job.parsed.project_id, expires_at.date_naive())
+            })
+            .map_err(render_error)?;
+            let made = Made {
+                index_html: rendered.index_html,
+                styles_css: rendered.styles_css,
+                script_js: rendered.script_js,
+                layout: rendered.layout,
+                mode: "template",
+                providers: Vec::new(),
+                prompt_versions: serde_json::Map::new(),
+                sections: analysis.sections.iter().map(|s| s.kind.as_str().to_owned()).collect(),
+                warnings: Vec::new(),
+            };
+            (made, analysis)
+        }
+    };
     let mut warnings = analysis.warnings.clone();
+    warnings.extend(made.warnings.iter().cloned());
     let banner = t.get("banner").replace("{date}", &expires_at.format("%Y-%m-%d").to_string());
-    ws.board.stage("finalize", 65);
+    ws.board.stage("finalize", 90);
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("index.html".into(), rendered.index_html.into_bytes()),
-        ("styles.css".into(), rendered.styles_css.into_bytes()),
-        ("script.js".into(), rendered.script_js),
+        ("index.html".into(), made.index_html.into_bytes()),
+        ("styles.css".into(), made.styles_css.into_bytes()),
+        ("script.js".into(), made.script_js),
     ];
     files.extend(analysis.assets.iter().cloned());
     let p = &analysis.palette;
@@ -724,6 +840,15 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
         .map_err(|e| GenerateError { stage: "finalize", reason: e.to_string() })?;
     warnings.extend(site.warnings);
     let mut files = site.files;
+    let (provider, model) = match made.providers.first() {
+        Some(p) => match p.rsplit_once(" (") {
+            Some((name, model)) => {
+                (Some(name.to_owned()), Some(model.trim_end_matches(')').to_owned()))
+            }
+            None => (Some(p.clone()), None),
+        },
+        None => (None, None),
+    };
     let metadata = Metadata {
         format: METADATA_FORMAT,
         project_id: &job.parsed.project_id,
@@ -733,11 +858,12 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
         created_at: rfc3339(now),
         expires_at: rfc3339(expires_at),
         generator: Generator {
-            mode: "template",
-            provider: None,
-            model: None,
-            prompt_versions: serde_json::Map::new(),
-            layout: &rendered.layout,
+            mode: made.mode,
+            provider,
+            model,
+            providers: made.providers.clone(),
+            prompt_versions: made.prompt_versions,
+            layout: &made.layout,
             protoforge: env!("CARGO_PKG_VERSION"),
         },
         site: SiteFacts {
@@ -745,7 +871,7 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
             language: &analysis.lang,
             dir: analysis.dir,
             palette_source: analysis.palette.source,
-            sections: analysis.sections.iter().map(|s| s.kind.as_str()).collect(),
+            sections: made.sections,
         },
         stages: records,
         files: files
@@ -759,11 +885,25 @@ pub fn generate(ws: &Workspace, job: &Job, now: DateTime<Utc>) -> Result<SiteBui
     files.push(("metadata.json".into(), json));
     Ok(SiteBuild {
         files,
-        layout: rendered.layout,
+        layout: made.layout,
         kind: analysis.kind.as_str(),
+        mode: made.mode,
         expires_at,
         warnings,
     })
+}
+
+/// The three files of a site, from whichever generator, and how they were made.
+struct Made {
+    index_html: String,
+    styles_css: String,
+    script_js: Vec<u8>,
+    layout: String,
+    mode: &'static str,
+    providers: Vec<String>,
+    prompt_versions: serde_json::Map<String, serde_json::Value>,
+    sections: Vec<String>,
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -788,6 +928,9 @@ struct Generator<'a> {
     mode: &'static str,
     provider: Option<String>,
     model: Option<String>,
+    /// Every provider whose output was used, as `name (model)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    providers: Vec<String>,
     prompt_versions: serde_json::Map<String, serde_json::Value>,
     layout: &'a str,
     protoforge: &'static str,
@@ -799,7 +942,7 @@ struct SiteFacts<'a> {
     language: &'a str,
     dir: &'static str,
     palette_source: &'static str,
-    sections: Vec<&'static str>,
+    sections: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -1030,8 +1173,13 @@ fn first_line(s: &str) -> &str {
 
 fn site_message(pid: &str, sha: &str, build: &SiteBuild, bytes: u64) -> String {
     format!(
-        "Add prototype {pid}\n\nA {} site from the template generator (layout {}), {} files, {:.1} KiB{}.\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\nExpires-At: {}\n",
+        "Add prototype {pid}\n\nA {} site from the {} generator (layout {}), {} files, {:.1} KiB{}.\n\nPrototype-Id: {pid}\nSubmission-Sha256: {sha}\nExpires-At: {}\n",
         build.kind,
+        match build.mode {
+            "ai" => "AI",
+            "mixed" => "mixed AI and template",
+            _ => "template",
+        },
         build.layout,
         build.files.len(),
         bytes as f64 / 1024.0,
@@ -1091,6 +1239,9 @@ pub trait Progress {
 /// would fail every job and fill the branch with failure records, so the
 /// builder refuses to start instead.
 pub fn preflight(ws: &Workspace) -> Result<(), BuildError> {
+    if let Some(ai) = ws.ai()? {
+        tracing::info!(providers = ?ai.chain().names(), "AI stages on");
+    }
     let problems = ws.layouts.check(&stages::sample_analysis(&ws.layouts));
     if !problems.is_empty() {
         return Err(BuildError::Layouts(problems.join("\n")));

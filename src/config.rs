@@ -50,6 +50,7 @@ pub struct Config {
     pub limits: Limits,
     pub generator: GeneratorConfig,
     pub finalize: FinalizeConfig,
+    pub llm: LlmConfig,
     pub serve: ServeConfig,
     pub prune: PruneConfig,
     pub webhook: WebhookConfig,
@@ -215,6 +216,179 @@ impl Default for FinalizeConfig {
     }
 }
 
+/// The AI stages (see `stages::ai`). No provider: the template generator, offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Tried in order; the next one only when a call failed before any output streamed.
+    pub providers: Vec<ProviderConfig>,
+    pub stages: LlmStages,
+    /// Seconds to open a connection, to the response head, and of silence inside a stream.
+    pub connect_timeout_secs: u64,
+    pub first_byte_timeout_secs: u64,
+    pub stall_timeout_secs: u64,
+    /// Tokens in and out a job may spend; past it, the remaining stages use the templates.
+    pub job_token_budget: u64,
+    /// Re-asks after a reply that fails validation, per stage.
+    pub max_repairs: u32,
+    /// "Continue" requests after a reply cut at `max_tokens`, per call.
+    pub max_continuations: u32,
+    /// Failed calls in a row after which a provider is skipped, and for how long.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+    /// Largest text taken from one document attachment (bytes), and from all.
+    pub max_document_bytes: u64,
+    pub max_context_bytes: u64,
+    pub transcription: TranscriptionConfig,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            providers: Vec::new(),
+            stages: LlmStages::default(),
+            connect_timeout_secs: 10,
+            first_byte_timeout_secs: 60,
+            stall_timeout_secs: 30,
+            job_token_budget: 60_000,
+            max_repairs: 2,
+            max_continuations: 2,
+            breaker_failures: 3,
+            breaker_cooldown_secs: 300,
+            max_document_bytes: 16 * 1024,
+            max_context_bytes: 48 * 1024,
+            transcription: TranscriptionConfig::default(),
+        }
+    }
+}
+
+/// One model endpoint. The key is read from `api_key_env`, never from a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Names the provider in messages and `metadata.json`; defaults to the model.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Up to and including `/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// The environment variable that holds the API key; empty: no key (local servers).
+    pub api_key_env: String,
+    /// Extra request headers (not credentials: those come from `api_key_env`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How JSON output is asked for: `auto` degrades json_schema → json_object → none when
+    /// the server refuses one.
+    pub json_mode: JsonMode,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            name: String::new(),
+            kind: ProviderKind::Openai,
+            base_url: String::new(),
+            model: String::new(),
+            api_key_env: String::new(),
+            headers: Default::default(),
+            json_mode: JsonMode::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonMode {
+    Auto,
+    JsonSchema,
+    JsonObject,
+    None,
+}
+
+/// Settings per stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmStages {
+    pub analysis: StageConfig,
+    pub html: StageConfig,
+    pub css: StageConfig,
+    pub js: StageConfig,
+    pub content: StageConfig,
+}
+
+impl Default for LlmStages {
+    fn default() -> Self {
+        let with = |max_tokens, temperature| StageConfig {
+            max_tokens,
+            temperature,
+            ..StageConfig::default()
+        };
+        LlmStages {
+            analysis: with(1500, 0.2),
+            html: with(4096, 0.4),
+            css: with(4096, 0.3),
+            js: with(2048, 0.2),
+            content: with(4096, 0.3),
+        }
+    }
+}
+
+impl LlmStages {
+    pub fn get(&self, stage: &str) -> &StageConfig {
+        match stage {
+            "analysis" => &self.analysis,
+            "html" => &self.html,
+            "css" => &self.css,
+            "js" => &self.js,
+            _ => &self.content,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageConfig {
+    /// Longest reply, in tokens, before a continuation is asked for.
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// The whole stage, retries, continuations and repairs included (seconds).
+    pub timeout_secs: u64,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        StageConfig { max_tokens: 4096, temperature: 0.3, timeout_secs: 300 }
+    }
+}
+
+/// Speech to text for audio attachments, over `/v1/audio/transcriptions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscriptionConfig {
+    /// Empty: audio is not transcribed (it is noted in the metadata instead).
+    pub base_url: String,
+    pub model: String,
+    pub api_key_env: String,
+    pub timeout_secs: u64,
+}
+
+impl Default for TranscriptionConfig {
+    fn default() -> Self {
+        TranscriptionConfig {
+            base_url: String::new(),
+            model: "whisper-1".into(),
+            api_key_env: String::new(),
+            timeout_secs: 120,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -241,6 +415,7 @@ impl Default for Config {
             limits: Limits::default(),
             generator: GeneratorConfig::default(),
             finalize: FinalizeConfig::default(),
+            llm: LlmConfig::default(),
             serve: ServeConfig::default(),
             prune: PruneConfig::default(),
             webhook: WebhookConfig::default(),
@@ -560,6 +735,7 @@ impl Config {
         if let Err(why) = crate::submission::validate_language(&self.generator.default_language) {
             bad("generator.default_language", why);
         }
+        self.llm.validate(&mut bad);
         if problems.is_empty() { Ok(()) } else { Err(problems) }
     }
 
@@ -567,6 +743,111 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).expect("Config serializes to YAML")
     }
+}
+
+impl LlmConfig {
+    fn validate(&self, bad: &mut impl FnMut(&str, String)) {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("llm.providers[{i}].{field}");
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                bad(
+                    &key("base_url"),
+                    format!(
+                        "`{}` is not an http(s) URL; write it up to /v1, e.g. http://127.0.0.1:8080/v1",
+                        p.base_url
+                    ),
+                );
+            }
+            if p.model.trim().is_empty() {
+                bad(&key("model"), "is required: the model name the server knows".into());
+            }
+            if !names.insert(p.display_name().to_owned()) {
+                bad(
+                    &key("name"),
+                    format!(
+                        "`{}` is used twice; give each provider its own name",
+                        p.display_name()
+                    ),
+                );
+            }
+            if !p.api_key_env.is_empty() && !is_env_name(&p.api_key_env) {
+                bad(
+                    &key("api_key_env"),
+                    format!(
+                        "`{}` is not an environment variable name; write the variable's name \
+                         (e.g. OPENAI_API_KEY), never the key itself",
+                        p.api_key_env
+                    ),
+                );
+            }
+            for (name, value) in &p.headers {
+                // SECURITY: credentials in a committed file leak; they come from api_key_env.
+                let lower = name.to_ascii_lowercase();
+                if ["authorization", "x-api-key", "api-key", "proxy-authorization"]
+                    .contains(&lower.as_str())
+                {
+                    bad(
+                        &key("headers"),
+                        format!("`{name}` carries a credential; set api_key_env instead"),
+                    );
+                } else if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    bad(&key("headers"), format!("`{name}: {value}` is not a valid HTTP header"));
+                }
+            }
+        }
+        for stage in crate::stages::PROMPT_STAGES {
+            let s = self.stages.get(stage);
+            if !(16..=200_000).contains(&s.max_tokens) {
+                bad(&format!("llm.stages.{stage}.max_tokens"), "use 16 to 200000".into());
+            }
+            if !(0.0..=2.0).contains(&s.temperature) {
+                bad(&format!("llm.stages.{stage}.temperature"), "use 0.0 to 2.0".into());
+            }
+            if s.timeout_secs == 0 {
+                bad(&format!("llm.stages.{stage}.timeout_secs"), "must be at least 1".into());
+            }
+        }
+        for (key, v) in [
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("first_byte_timeout_secs", self.first_byte_timeout_secs),
+            ("stall_timeout_secs", self.stall_timeout_secs),
+            ("breaker_failures", u64::from(self.breaker_failures)),
+        ] {
+            if v == 0 {
+                bad(&format!("llm.{key}"), "must be at least 1".into());
+            }
+        }
+        if self.max_repairs > 5 || self.max_continuations > 5 {
+            bad("llm.max_repairs", "max_repairs and max_continuations: use 0 to 5".into());
+        }
+        let t = &self.transcription;
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !t.base_url.is_empty() && !http(&t.base_url) {
+            bad("llm.transcription.base_url", format!("`{}` is not an http(s) URL", t.base_url));
+        }
+        if !t.api_key_env.is_empty() && !is_env_name(&t.api_key_env) {
+            bad(
+                "llm.transcription.api_key_env",
+                format!("`{}` is not an environment variable name", t.api_key_env),
+            );
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The name used in messages: `name`, or the model when none is given.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { &self.model } else { &self.name }
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The environment variable that sets a dotted key.
@@ -607,17 +888,21 @@ fn env_value(current: &serde_json::Value, raw: &str) -> Result<serde_json::Value
             "0" | "false" | "no" | "off" => Ok(Value::Bool(false)),
             _ => Err(format!("`{raw}` is not a boolean; use true or false")),
         },
+        Value::Number(n) if n.is_f64() => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("`{raw}` is not a number")),
         Value::Number(_) => raw
             .trim()
             .parse::<u64>()
             .map(Value::from)
             .map_err(|_| format!("`{raw}` is not a whole number")),
-        // A list: JSON (`["a","b"]`) or comma separated (`a, b`).
-        Value::Array(_) if raw.trim_start().starts_with('[') => {
-            serde_json::from_str::<Vec<String>>(raw)
-                .map(|v| Value::Array(v.into_iter().map(Value::String).collect()))
-                .map_err(|e| format!("`{raw}` is not a JSON list of strings ({e}); or write a, b"))
-        }
+        // A list: JSON (`["a","b"]`, or objects for `llm.providers`) or comma separated.
+        Value::Array(_) if raw.trim_start().starts_with('[') => serde_json::from_str::<Value>(raw)
+            .map_err(|e| format!("`{raw}` is not a JSON list ({e}); or write a, b")),
         Value::Array(_) => Ok(Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -817,6 +1102,53 @@ finalize:
   # Total site size past which the job fails (bytes).
   hard_cap_bytes: {hard_cap}
 
+llm:
+  # The models that write the prototypes, tried in order: the next one only
+  # when a call fails before any output streamed, and a provider that keeps
+  # failing is skipped for a while. None: the built-in templates, offline.
+  # `protoforge llm test` checks each with a tiny request.
+  providers: []
+  #  - name: local            # in messages and metadata.json
+  #    kind: openai           # openai (/v1/chat/completions) or anthropic (/v1/messages)
+  #    base_url: http://127.0.0.1:8080/v1   # Ollama: http://127.0.0.1:11434/v1
+  #    model: smollm2
+  #    api_key_env: ""        # the variable holding the key, e.g. OPENAI_API_KEY
+  #    headers: {{}}           # extra headers, never credentials
+  #    json_mode: auto        # auto, json_schema, json_object or none
+  stages:
+    # Per stage: longest reply (tokens) before a continuation is asked for,
+    # sampling temperature, and seconds for the whole stage.
+    analysis: {{ max_tokens: {a_tok}, temperature: {a_t}, timeout_secs: {a_s} }}
+    html: {{ max_tokens: {h_tok}, temperature: {h_t}, timeout_secs: {h_s} }}
+    css: {{ max_tokens: {c_tok}, temperature: {c_t}, timeout_secs: {c_s} }}
+    js: {{ max_tokens: {j_tok}, temperature: {j_t}, timeout_secs: {j_s} }}
+    content: {{ max_tokens: {n_tok}, temperature: {n_t}, timeout_secs: {n_s} }}
+  # Seconds to connect, to the response head, and of silence mid-stream.
+  connect_timeout_secs: {connect}
+  first_byte_timeout_secs: {first_byte}
+  stall_timeout_secs: {stall}
+  # Tokens (in + out) one job may spend; past it, the remaining stages use
+  # the templates.
+  job_token_budget: {budget_tok}
+  # Re-asks with a diagnosis after a reply fails validation, per stage;
+  # "continue" requests after a reply cut at max_tokens, per call.
+  max_repairs: {repairs}
+  max_continuations: {continuations}
+  # Failed calls in a row after which a provider is skipped, and for how
+  # long (seconds).
+  breaker_failures: {breaker}
+  breaker_cooldown_secs: {cooldown}
+  # Text taken from one document attachment, and from all (bytes).
+  max_document_bytes: {doc_bytes}
+  max_context_bytes: {ctx_bytes}
+  transcription:
+    # An OpenAI-compatible /v1/audio/transcriptions for audio attachments;
+    # empty: audio is noted in metadata.json, not transcribed.
+    base_url: "{tr_url}"
+    model: {tr_model}
+    api_key_env: "{tr_key}"
+    timeout_secs: {tr_timeout}
+
 serve:
   # Address of the static server (`protoforge serve`).
   listen: "{listen}"
@@ -903,6 +1235,35 @@ prune:
         budget = d.finalize.budget_bytes,
         budget_img = d.finalize.budget_with_images_bytes,
         hard_cap = d.finalize.hard_cap_bytes,
+        a_tok = d.llm.stages.analysis.max_tokens,
+        a_t = d.llm.stages.analysis.temperature,
+        a_s = d.llm.stages.analysis.timeout_secs,
+        h_tok = d.llm.stages.html.max_tokens,
+        h_t = d.llm.stages.html.temperature,
+        h_s = d.llm.stages.html.timeout_secs,
+        c_tok = d.llm.stages.css.max_tokens,
+        c_t = d.llm.stages.css.temperature,
+        c_s = d.llm.stages.css.timeout_secs,
+        j_tok = d.llm.stages.js.max_tokens,
+        j_t = d.llm.stages.js.temperature,
+        j_s = d.llm.stages.js.timeout_secs,
+        n_tok = d.llm.stages.content.max_tokens,
+        n_t = d.llm.stages.content.temperature,
+        n_s = d.llm.stages.content.timeout_secs,
+        connect = d.llm.connect_timeout_secs,
+        first_byte = d.llm.first_byte_timeout_secs,
+        stall = d.llm.stall_timeout_secs,
+        budget_tok = d.llm.job_token_budget,
+        repairs = d.llm.max_repairs,
+        continuations = d.llm.max_continuations,
+        breaker = d.llm.breaker_failures,
+        cooldown = d.llm.breaker_cooldown_secs,
+        doc_bytes = d.llm.max_document_bytes,
+        ctx_bytes = d.llm.max_context_bytes,
+        tr_url = d.llm.transcription.base_url,
+        tr_model = d.llm.transcription.model,
+        tr_key = d.llm.transcription.api_key_env,
+        tr_timeout = d.llm.transcription.timeout_secs,
         listen = d.serve.listen,
         max_conn = d.serve.max_connections,
         hdr_timeout = d.serve.header_read_timeout_secs,
@@ -1033,6 +1394,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("JSON list"), "{err}");
+    }
+
+    #[test]
+    fn providers_are_validated_with_their_index_and_field() {
+        let yaml = "llm:\n  providers:\n    - kind: openai\n      base_url: localhost:8080\n      model: ''\n    - name: b\n      base_url: https://api.example/v1\n      model: m\n      api_key_env: sk-123\n      headers: {Authorization: Bearer x}\n";
+        let err = parse(yaml).unwrap_err().to_string();
+        assert!(err.contains("`llm.providers[0].base_url`"), "{err}");
+        assert!(err.contains("`llm.providers[0].model`"), "{err}");
+        assert!(err.contains("`llm.providers[1].api_key_env`"), "{err}");
+        assert!(err.contains("never the key itself"), "{err}");
+        assert!(
+            err.contains("`llm.providers[1].headers`: `Authorization` carries a credential"),
+            "{err}"
+        );
+        let err = parse("llm:\n  providers:\n    - kind: gemini\n").unwrap_err().to_string();
+        assert!(err.starts_with("protoforge.yaml:3:"), "{err}");
+        let err = parse("llm:\n  stages:\n    css: {temperature: 3.5}\n").unwrap_err().to_string();
+        assert!(err.contains("`llm.stages.css.temperature`"), "{err}");
+    }
+
+    #[test]
+    fn providers_and_floats_come_from_the_environment() {
+        let vars = vec![
+            (
+                "PROTOFORGE_LLM__PROVIDERS".to_string(),
+                r#"[{"name":"local","base_url":"http://127.0.0.1:9/v1","model":"m","json_mode":"json_object"}]"#
+                    .to_string(),
+            ),
+            ("PROTOFORGE_LLM__STAGES__HTML__TEMPERATURE".to_string(), "0.7".to_string()),
+        ];
+        let c = Config::from_parts(Path::new("p.yaml"), "", vars).unwrap();
+        assert_eq!(c.llm.providers.len(), 1);
+        assert_eq!(c.llm.providers[0].json_mode, JsonMode::JsonObject);
+        assert_eq!(c.llm.providers[0].kind, ProviderKind::Openai);
+        assert!((c.llm.stages.html.temperature - 0.7).abs() < 1e-6);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!    `inbox/`; it is the only module that touches the inbox on disk.
 //! 3. [`builder`] takes one pending job at a time, oldest first, and drives it
 //!    through the stages; "pending" is read off the branch, never kept aside.
-//! 4. [`stages`] holds the rule-based analysis and the per-stage figures.
+//! 4. [`stages`] holds the rule-based analysis, the AI stages ([`stages::ai`]:
+//!    analysis → html → css ∥ js → content, validated and repaired, with a per-stage
+//!    template fallback) and the per-stage figures.
 //! 5. [`templates`] renders the analysis through the tera layouts.
 //! 6. [`finalize`] is the gate every site passes: images decoded and
 //!    re-encoded, every page rewritten with lol_html, then parsed with

@@ -83,6 +83,11 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
     },
+    /// Work with the configured model providers (`llm:` in protoforge.yaml).
+    Llm {
+        #[command(subcommand)]
+        action: LlmAction,
+    },
     /// Clear the failure record of a job so that it is built again.
     Retry {
         /// Project id, or the first 8+ characters of the submission hash.
@@ -138,6 +143,12 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum LlmAction {
+    /// Send each provider a tiny request; print its latency and tokens per second.
+    Test,
 }
 
 fn main() -> ExitCode {
@@ -196,6 +207,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dir.display()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Llm { action: LlmAction::Test } => {
+            let ws = open()?;
+            let Some(ai) = ws.ai()? else {
+                println!(
+                    "No provider configured (llm.providers is empty): builds use the templates."
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            let mut failed = 0;
+            for probe in ai.probe() {
+                match probe.result {
+                    Ok(f) => println!(
+                        "ok    {} ({}): first text after {} ms, {} ms in all, {} tokens, {:.1} tokens/s: {:?}",
+                        probe.provider,
+                        probe.model,
+                        f.first_text.as_millis(),
+                        f.total.as_millis(),
+                        f.tokens_out,
+                        f.tokens_per_sec,
+                        f.reply
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL  {} ({}): {e}", probe.provider, probe.model);
+                    }
+                }
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Finalize { file, out, lang, title } => {
             finalize_file(&file, out.as_deref(), &lang, title.as_deref())
@@ -491,6 +531,16 @@ fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
         Err(e) => problems.push(format!("{}: {e}", layouts_dir.display())),
     }
     problems.extend(protoforge::stages::check_prompts(&repo.join(&config.prompts_dir)));
+    if let Err(e) = protoforge::llm::Chain::from_config(&config.llm, |v| std::env::var(v).ok()) {
+        problems.push(format!("{}: {e}", path.display()));
+    }
+    if let Err(e) =
+        protoforge::llm::transcribe::Transcriber::from_config(&config.llm.transcription, |v| {
+            std::env::var(v).ok()
+        })
+    {
+        problems.push(format!("{}: {e}", path.display()));
+    }
     if problems.is_empty() {
         println!("ok: config, {valid} inbox file(s), layouts and prompts are valid");
         Ok(ExitCode::SUCCESS)

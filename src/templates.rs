@@ -263,28 +263,35 @@ impl Layouts {
         let context = Context::from_serialize(&value).map_err(|e| tera_error("(context)", &e))?;
         let page = format!("{layout}.html");
         let index_html = self.tera.render(&page, &context).map_err(|e| tera_error(&page, &e))?;
-        // CSS is rendered without escaping, so it sees only the palette
-        // (validated `#rrggbb`) and layout names, never customer text.
-        let css_context = Context::from_serialize(&json!({
-            "palette": analysis.palette,
-            "site": { "layout": layout, "kind": analysis.kind, "dir": analysis.dir },
-        }))
-        .map_err(|e| tera_error("(context)", &e))?;
-        let mut styles_css = String::new();
-        for name in ["css/base.css".to_string(), format!("css/{layout}.css")] {
-            if self.tera.get_template_names().any(|n| n == name) {
-                styles_css.push_str(
-                    &self.tera.render(&name, &css_context).map_err(|e| tera_error(&name, &e))?,
-                );
-                styles_css.push('\n');
-            }
-        }
+        let styles_css = self.stylesheet(analysis, layout)?;
         let script_js = self
             .files
             .get(SCRIPT)
             .cloned()
             .ok_or(TemplateError::Missing { name: SCRIPT.into() })?;
         Ok(Rendered { index_html, styles_css, script_js, layout: layout.to_string() })
+    }
+
+    /// `css/base.css` and `css/<name>.css` with the analysis's palette: a layout's
+    /// stylesheet, or (`semantic`) the classless one a model-written page falls back to.
+    pub fn stylesheet(&self, analysis: &Analysis, name: &str) -> Result<String, TemplateError> {
+        // CSS is rendered without escaping, so it sees only the palette
+        // (validated `#rrggbb`) and layout names, never customer text.
+        let css_context = Context::from_serialize(&json!({
+            "palette": analysis.palette,
+            "site": { "layout": name, "kind": analysis.kind, "dir": analysis.dir },
+        }))
+        .map_err(|e| tera_error("(context)", &e))?;
+        let mut styles_css = String::new();
+        for file in ["css/base.css".to_string(), format!("css/{name}.css")] {
+            if self.tera.get_template_names().any(|n| n == file) {
+                styles_css.push_str(
+                    &self.tera.render(&file, &css_context).map_err(|e| tera_error(&file, &e))?,
+                );
+                styles_css.push('\n');
+            }
+        }
+        Ok(styles_css)
     }
 
     /// Everything wrong with the set: strings missing in English, layouts

@@ -653,6 +653,55 @@ fn metrics(shared: &Shared) -> Response<Body> {
         ));
     }
     out.push_str(&format!("protoforge_queue_pickup_seconds_count {n}\n"));
+    let totals = shared.board.stage_totals();
+    if !totals.is_empty() {
+        let mut series = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            out.push_str(&format!(
+                "# HELP protoforge_{name} {help}\n# TYPE protoforge_{name} {kind}\n"
+            ));
+            for (labels, value) in rows {
+                out.push_str(&format!("protoforge_{name}{{{labels}}} {value}\n"));
+            }
+        };
+        type Rows = Vec<(String, String)>;
+        let by_stage = |f: &dyn Fn(&str, &crate::builder::StageTotals) -> Rows| {
+            totals.iter().flat_map(|(stage, t)| f(stage, t)).collect::<Vec<_>>()
+        };
+        series(
+            "llm_stage_runs_total",
+            "counter",
+            "AI stage runs, by outcome (used: the model's output; fallback: the template's).",
+            by_stage(&|stage, t| {
+                vec![
+                    (format!("stage=\"{stage}\",outcome=\"used\""), t.used.to_string()),
+                    (format!("stage=\"{stage}\",outcome=\"fallback\""), t.fallbacks.to_string()),
+                ]
+            }),
+        );
+        series(
+            "llm_tokens_total",
+            "counter",
+            "Model tokens, by stage and direction.",
+            by_stage(&|stage, t| {
+                vec![
+                    (format!("stage=\"{stage}\",direction=\"in\""), t.tokens_in.to_string()),
+                    (format!("stage=\"{stage}\",direction=\"out\""), t.tokens_out.to_string()),
+                ]
+            }),
+        );
+        series(
+            "llm_requests_total",
+            "counter",
+            "HTTP requests to model servers, retries included.",
+            by_stage(&|stage, t| vec![(format!("stage=\"{stage}\""), t.requests.to_string())]),
+        );
+        series(
+            "llm_stage_seconds_total",
+            "counter",
+            "Time spent in AI stages.",
+            by_stage(&|stage, t| vec![(format!("stage=\"{stage}\""), format!("{:.3}", t.seconds))]),
+        );
+    }
     full(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
 

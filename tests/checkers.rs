@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+#[path = "support/fake_llm.rs"]
+mod fake_llm;
+
 fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -521,4 +524,74 @@ fn hostile_pages_do_nothing_in_chromium() {
          pages made {ext} off-origin requests, {dialogs} dialogs and ran {scripts} foreign scripts",
         finalized.len()
     );
+}
+
+/// The bakery built by the AI stages (a local model server replaying a good model's
+/// replies), exported: what a model writes must pass the same checkers.
+fn ai_site() -> (tempfile::TempDir, PathBuf) {
+    let server = fake_llm::FakeLlm::start(fake_llm::Format::OpenAi, fake_llm::Pace::default());
+    fake_llm::good_replies(&server, &project().join("tests/fixtures/llm"));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    pf(dir.path(), &["init", repo.to_str().unwrap()]);
+    std::fs::copy(project().join("examples/01-bakery.yaml"), repo.join("inbox/01-bakery.yaml"))
+        .unwrap();
+    let providers = format!(r#"[{{"name":"fake","base_url":"{}","model":"tiny-1"}}]"#, server.url);
+    let out = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+        .current_dir(&repo)
+        .args(["build", "--once"])
+        .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+        .env("PROTOFORGE_LLM__PROVIDERS", providers)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let preview = dir.path().join("preview");
+    pf(&repo, &["export", "--out", preview.to_str().unwrap()]);
+    let ids = site_ids(&preview);
+    assert_eq!(ids.len(), 1);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(preview.join(&ids[0]).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["generator"]["mode"], "ai", "{:#}", meta["stages"]);
+    (dir, preview)
+}
+
+#[test]
+fn an_ai_built_site_passes_the_w3c_checker_and_works_in_chromium() {
+    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
+    else {
+        return;
+    };
+    let (_dir, preview) = ai_site();
+    let id = &site_ids(&preview)[0];
+    let files = [preview.join(id).join("index.html"), preview.join(id).join("styles.css")];
+    let (errors, warnings) = vnu(&jar, &files);
+    eprintln!("vnu on the AI-built site: {} errors, {} warnings", errors.len(), warnings.len());
+    assert!(errors.is_empty(), "the W3C checker found errors:\n{}", errors.join("\n"));
+    assert!(warnings.is_empty(), "the W3C checker warns:\n{}", warnings.join("\n"));
+    if !browser_tools() {
+        return;
+    }
+    let shots = project().join("target/screenshots/ai");
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/behaviour.mjs"))
+        .arg(&preview)
+        .arg(&shots)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &results[0];
+    assert_eq!(r["errors"], serde_json::json!([]), "console errors: {r}");
+    assert_eq!(r["external"], serde_json::json!([]), "requests left the site: {r}");
+    assert!(r["overflow375"].as_i64().unwrap() <= 0, "overflow at 375px: {r}");
+    assert_eq!(r["nav"], true, "the model's nav toggle does not open the menu: {r}");
+    let mut axe = Vec::new();
+    for width in ["axe375", "axe1440"] {
+        axe.extend(r[width].as_array().unwrap().iter().map(|v| v["id"].to_string()));
+    }
+    eprintln!("chromium on the AI-built site: axe violations {axe:?}");
+    assert!(axe.is_empty(), "axe-core violations on the AI-built site: {r}");
 }

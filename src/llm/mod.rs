@@ -11,8 +11,13 @@
 //! - a reply is only what the stream delivered; a stream that ends without its end marker is
 //!   an error, never a silently short reply.
 
+pub mod chain;
+pub mod extract;
 pub mod retry;
 pub mod sse;
+pub mod transcribe;
+
+pub use chain::{Answer, Chain, ChainError};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +43,10 @@ pub struct Provider {
     /// Read from the environment; never printed.
     pub api_key: Option<String>,
     pub headers: BTreeMap<String, String>,
+    pub json: JsonMode,
+    /// On a refusal of `response_format`, report [`LlmError::JsonRefused`] at once instead
+    /// of retrying, so the caller can ask again in a plainer mode.
+    pub degrade_json: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -48,6 +57,7 @@ impl std::fmt::Debug for Provider {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
             .field("model", &self.model)
+            .field("json", &self.json)
             .field("api_key", &self.api_key.as_ref().map(|_| "(set)"))
             .finish_non_exhaustive()
     }
@@ -80,9 +90,72 @@ impl Default for Deadlines {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub system: String,
-    pub user: String,
+    /// The conversation so far, user first, alternating; a continuation ends with the
+    /// model's partial reply and a user turn asking it to go on.
+    pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// A JSON schema the reply must follow, sent as `response_format` where the provider
+    /// takes one (and always checked by the caller).
+    pub schema: Option<Value>,
+    /// The whole call; `None`: the client's `Deadlines::total`.
+    pub deadline: Option<Duration>,
+}
+
+impl Request {
+    /// One question.
+    pub fn new(system: impl Into<String>, user: impl Into<String>) -> Request {
+        Request {
+            system: system.into(),
+            messages: vec![Message::user(user)],
+            max_tokens: 1024,
+            temperature: 0.2,
+            schema: None,
+            deadline: None,
+        }
+    }
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Message {
+        Message { role: Role::User, content: content.into() }
+    }
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message { role: Role::Assistant, content: content.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// How a provider is asked for JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonMode {
+    /// `response_format: {type: json_schema}` (OpenAI, vLLM, recent llama.cpp).
+    Schema,
+    /// `response_format: {type: json_object, schema}` (llama-cpp-python, Ollama).
+    Object,
+    /// Only the prompt asks for JSON.
+    Off,
 }
 
 /// Why the model stopped.
@@ -118,6 +191,20 @@ pub enum LlmError {
          timeout, or pick a faster model"
     )]
     Deadline { provider: String, model: String, secs: u64 },
+    #[error("{provider} ({model}) refused the JSON response format with HTTP {status}: {message}")]
+    JsonRefused { provider: String, model: String, status: u16, message: String },
+}
+
+impl LlmError {
+    /// The provider that failed.
+    pub fn provider(&self) -> &str {
+        match self {
+            LlmError::Refused { provider, .. }
+            | LlmError::Exhausted { provider, .. }
+            | LlmError::Deadline { provider, .. }
+            | LlmError::JsonRefused { provider, .. } => provider,
+        }
+    }
 }
 
 /// One failed attempt, and whether another may help.
@@ -161,7 +248,8 @@ impl Client {
         mut on_text: impl FnMut(&str),
     ) -> Result<Reply, LlmError> {
         let start = Instant::now();
-        let deadline = start + self.deadlines.total;
+        let total = request.deadline.unwrap_or(self.deadlines.total);
+        let deadline = start + total;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -172,7 +260,7 @@ impl Client {
                     return Err(LlmError::Deadline {
                         provider: provider.name.clone(),
                         model: provider.model.clone(),
-                        secs: self.deadlines.total.as_secs(),
+                        secs: total.as_secs(),
                     });
                 }
                 Ok(Ok(mut reply)) => {
@@ -182,6 +270,18 @@ impl Client {
                 }
                 Ok(Err(f)) => f,
             };
+            if request.schema.is_some()
+                && provider.degrade_json
+                && provider.json != JsonMode::Off
+                && matches!(failure.status, Some(400 | 422 | 500 | 501))
+            {
+                return Err(LlmError::JsonRefused {
+                    provider: provider.name.clone(),
+                    model: provider.model.clone(),
+                    status: failure.status.unwrap_or(0),
+                    message: failure.message,
+                });
+            }
             if !failure.retry {
                 let status = failure.status.unwrap_or(0);
                 return Err(LlmError::Refused {
@@ -227,33 +327,7 @@ impl Client {
         on_text: &mut impl FnMut(&str),
     ) -> Result<Reply, Failure> {
         let network = |e: reqwest::Error| Failure::transient(format!("network error: {e}"));
-        let (url, body) = match p.kind {
-            Kind::OpenAi => (
-                format!("{}/chat/completions", p.base_url.trim_end_matches('/')),
-                json!({
-                    "model": p.model,
-                    "stream": true,
-                    "stream_options": {"include_usage": true},
-                    "max_tokens": r.max_tokens,
-                    "temperature": r.temperature,
-                    "messages": [
-                        {"role": "system", "content": r.system},
-                        {"role": "user", "content": r.user},
-                    ],
-                }),
-            ),
-            Kind::Anthropic => (
-                format!("{}/messages", p.base_url.trim_end_matches('/')),
-                json!({
-                    "model": p.model,
-                    "stream": true,
-                    "max_tokens": r.max_tokens,
-                    "temperature": r.temperature,
-                    "system": r.system,
-                    "messages": [{"role": "user", "content": r.user}],
-                }),
-            ),
-        };
+        let (url, body) = body(p, r);
         let mut req = self.http.post(&url).header("content-type", "application/json");
         if let Some(key) = &p.api_key {
             req = match p.kind {
@@ -320,6 +394,49 @@ impl Client {
             return Err(Failure::transient("the stream ended before its end marker".into()));
         }
         Ok(reply)
+    }
+}
+
+/// The endpoint and JSON body of a request in the provider's format.
+fn body(p: &Provider, r: &Request) -> (String, Value) {
+    let turns = r.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content}));
+    match p.kind {
+        Kind::OpenAi => {
+            let mut messages = vec![json!({"role": "system", "content": r.system})];
+            messages.extend(turns);
+            let mut body = json!({
+                "model": p.model,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "max_tokens": r.max_tokens,
+                "temperature": r.temperature,
+                "messages": messages,
+            });
+            match (&r.schema, p.json) {
+                (Some(schema), JsonMode::Schema) => {
+                    body["response_format"] = json!({
+                        "type": "json_schema",
+                        "json_schema": {"name": "answer", "schema": schema},
+                    });
+                }
+                (Some(schema), JsonMode::Object) => {
+                    body["response_format"] = json!({"type": "json_object", "schema": schema});
+                }
+                _ => {}
+            }
+            (format!("{}/chat/completions", p.base_url.trim_end_matches('/')), body)
+        }
+        Kind::Anthropic => (
+            format!("{}/messages", p.base_url.trim_end_matches('/')),
+            json!({
+                "model": p.model,
+                "stream": true,
+                "max_tokens": r.max_tokens,
+                "temperature": r.temperature,
+                "system": r.system,
+                "messages": turns.collect::<Vec<_>>(),
+            }),
+        ),
     }
 }
 

@@ -76,6 +76,11 @@ impl Breaker {
         self.open_until.is_none_or(|until| now >= until)
     }
 
+    /// How long the provider stays skipped, if it is.
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.open_until.filter(|until| *until > now).map(|until| until - now)
+    }
+
     pub fn success(&mut self) {
         self.failures = 0;
         self.open_until = None;

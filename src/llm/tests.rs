@@ -152,6 +152,8 @@ fn provider(url: &str, kind: Kind) -> Provider {
         model: "tiny-1".into(),
         api_key: Some("sk-secret-value".into()),
         headers: [("x-extra".to_owned(), "1".to_owned())].into(),
+        json: JsonMode::Schema,
+        degrade_json: true,
     }
 }
 
@@ -165,12 +167,7 @@ fn fast() -> Deadlines {
 }
 
 fn request() -> Request {
-    Request {
-        system: "You write HTML.".into(),
-        user: "A bakery.".into(),
-        max_tokens: 64,
-        temperature: 0.2,
-    }
+    Request { max_tokens: 64, ..Request::new("You write HTML.", "A bakery.") }
 }
 
 #[tokio::test]
@@ -333,4 +330,148 @@ async fn the_whole_call_has_a_deadline() {
         .unwrap_err();
     // Without the deadline, the server's answer after 5 s would be a valid reply.
     assert!(matches!(err, LlmError::Deadline { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn json_is_asked_for_in_the_providers_mode_and_a_refusal_is_reported_at_once() {
+    let schema = json!({"type": "object", "required": ["name"]});
+    let refuse = Step::Status { code: 500, retry_after: None, body: "unsupported response_format" };
+    let s = server(vec![refuse, Step::Stream(ok_stream(&["{}"]), None)]).await;
+    let client = Client::new(fast()).unwrap();
+    let mut r = request();
+    r.schema = Some(schema.clone());
+    let err = client.chat(&provider(&s.url, Kind::OpenAi), &r, |_| {}).await.unwrap_err();
+    assert!(matches!(err, LlmError::JsonRefused { status: 500, .. }), "{err}");
+    assert_eq!(s.seen.lock().unwrap().len(), 1, "a refused format is not retried as is");
+    let mut p = provider(&s.url, Kind::OpenAi);
+    p.json = JsonMode::Object;
+    client.chat(&p, &r, |_| {}).await.unwrap();
+    let seen = s.seen.lock().unwrap();
+    assert_eq!(seen[0].1["response_format"]["type"], "json_schema");
+    assert_eq!(seen[0].1["response_format"]["json_schema"]["schema"], schema);
+    assert_eq!(seen[1].1["response_format"], json!({"type": "json_object", "schema": schema}));
+}
+
+#[tokio::test]
+async fn a_conversation_is_sent_turn_by_turn() {
+    let s = server(vec![
+        Step::Stream(ok_stream(&["go on"]), None),
+        Step::Stream(anthropic_ok("fine"), None),
+    ])
+    .await;
+    let client = Client::new(fast()).unwrap();
+    let mut r = request();
+    r.messages.push(Message::assistant("<p>half"));
+    r.messages.push(Message::user("continue"));
+    r.schema = Some(json!({"type": "object"}));
+    client.chat(&provider(&s.url, Kind::OpenAi), &r, |_| {}).await.unwrap();
+    client.chat(&provider(&s.url, Kind::Anthropic), &r, |_| {}).await.unwrap();
+    let seen = s.seen.lock().unwrap();
+    let roles = |v: &Value| -> Vec<String> {
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap().into())
+            .collect()
+    };
+    assert_eq!(roles(&seen[0].1), ["system", "user", "assistant", "user"]);
+    assert_eq!(roles(&seen[1].1), ["user", "assistant", "user"]);
+    assert_eq!(seen[1].1["system"], "You write HTML.");
+    assert!(seen[1].1.get("response_format").is_none(), "Anthropic has no response_format");
+}
+
+fn anthropic_ok(text: &str) -> Vec<String> {
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    vec![
+        ev("content_block_delta", json!({"type": "content_block_delta", "delta": {"text": text}})),
+        ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+fn chain(urls: &[&str]) -> Chain {
+    let providers = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| Provider { name: format!("p{i}"), ..provider(u, Kind::OpenAi) })
+        .collect();
+    Chain::new(Client::new(fast()).unwrap(), providers, || {
+        retry::Breaker::new(1, Duration::from_secs(60))
+    })
+}
+
+#[tokio::test]
+async fn the_chain_falls_back_before_output_and_skips_a_failing_provider() {
+    let bad = server(vec![Step::Status { code: 401, retry_after: None, body: "{}" }; 3]).await;
+    let good = server(vec![Step::Stream(ok_stream(&["ok"]), None); 3]).await;
+    let c = chain(&[&bad.url, &good.url]);
+    let a = c.chat(&request(), |_| {}).await.unwrap();
+    assert_eq!((a.provider.as_str(), a.reply.text.as_str()), ("p1", "ok"));
+    assert_eq!(a.skipped.len(), 1);
+    assert!(
+        a.skipped[0].contains("p0 (tiny-1)") && a.skipped[0].contains("401"),
+        "{:?}",
+        a.skipped
+    );
+    // The breaker (threshold 1) now skips p0 without a request.
+    let a = c.chat(&request(), |_| {}).await.unwrap();
+    assert!(a.skipped.is_empty());
+    assert_eq!(bad.seen.lock().unwrap().len(), 1);
+    assert_eq!(good.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_chain_never_switches_after_text_streamed() {
+    let mut cut = ok_stream(&["<h1>half"]);
+    cut.truncate(1);
+    let broken = server(vec![Step::Stream(cut, None); 4]).await;
+    let good = server(vec![Step::Stream(ok_stream(&["ok"]), None)]).await;
+    let c = chain(&[&broken.url, &good.url]);
+    let err = c.chat(&request(), |_| {}).await.unwrap_err();
+    assert!(matches!(err, ChainError::Broken { .. }), "{err}");
+    assert!(good.seen.lock().unwrap().is_empty());
+    // Both cooling down now? p0 is; p1 was never asked, so it answers the next call.
+    let a = c.chat(&request(), |_| {}).await.unwrap();
+    assert_eq!(a.provider, "p1");
+}
+
+#[tokio::test]
+async fn the_chain_degrades_json_once_per_provider() {
+    let refuse = Step::Status { code: 500, retry_after: None, body: "json_schema not supported" };
+    let s = server(vec![
+        refuse.clone(),
+        refuse,
+        Step::Stream(ok_stream(&["{}"]), None),
+        Step::Stream(ok_stream(&["{}"]), None),
+    ])
+    .await;
+    let c = chain(&[&s.url]);
+    let mut r = request();
+    r.schema = Some(json!({"type": "object"}));
+    c.chat(&r, |_| {}).await.unwrap();
+    c.chat(&r, |_| {}).await.unwrap();
+    let seen = s.seen.lock().unwrap();
+    let kinds: Vec<Value> =
+        seen.iter().map(|(_, b)| b["response_format"]["type"].clone()).collect();
+    assert_eq!(kinds, [json!("json_schema"), json!("json_object"), Value::Null, Value::Null]);
+    assert_eq!(c.providers()[0].json, JsonMode::Off);
+}
+
+#[test]
+fn a_missing_key_names_the_variable() {
+    let config = crate::config::LlmConfig {
+        providers: vec![crate::config::ProviderConfig {
+            base_url: "https://api.example/v1".into(),
+            model: "m".into(),
+            api_key_env: "EXAMPLE_KEY".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = Chain::from_config(&config, |_| None).unwrap_err().to_string();
+    assert!(err.contains("llm.providers[0].api_key_env") && err.contains("EXAMPLE_KEY"), "{err}");
+    let chain = Chain::from_config(&config, |_| Some("k".into())).unwrap().unwrap();
+    assert_eq!(chain.names(), ["m"]);
+    assert!(Chain::from_config(&Default::default(), |_| None).unwrap().is_none());
 }

@@ -106,6 +106,11 @@ impl SiteKind {
         SiteKind::Generic,
     ];
 
+    /// The kind named `name` (as [`SiteKind::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<SiteKind> {
+        SiteKind::ALL.iter().copied().find(|k| k.as_str() == name.trim())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SiteKind::Restaurant => "restaurant",

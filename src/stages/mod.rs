@@ -1,17 +1,22 @@
 //! The stages a job goes through, and what each one records.
 //!
-//! Today the only generator is the rule-based one: [`analyze`] reads the
-//! submission into an [`Analysis`], and [`crate::templates`] renders it. The
-//! LLM stages (analysis, HTML, CSS, JS, content) will produce the same
-//! `Analysis` and files, so the rest of the pipeline does not care which ran.
+//! Two generators share this module. The rule-based one: [`analyze`] reads the
+//! submission into an [`Analysis`], and [`crate::templates`] renders it. The AI one
+//! ([`ai`]): a model plans a [`spec::Spec`], writes the HTML, then the CSS and the JS
+//! concurrently, then polishes the content; [`validate`] checks each reply, and any stage
+//! that cannot be made valid falls back to the rule-based output for that stage only.
 //!
 //! Invariants:
 //! - an `Analysis` holds the customer's text verbatim (it is escaped where
 //!   it lands, never here) and no contact details unless configured;
 //! - every stage leaves a [`StageRecord`] for `metadata.json`.
 
+pub mod ai;
 pub mod analyze;
 pub mod palette;
+pub mod prompt;
+pub mod spec;
+pub mod validate;
 
 use std::time::Instant;
 
@@ -31,6 +36,47 @@ pub struct StageRecord {
     pub tokens_out: u64,
     pub attempts: u32,
     pub outcome: Outcome,
+    /// The model that answered (AI stages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// "Continue" requests after replies cut at `max_tokens`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub continuations: u32,
+    /// Re-asks after a reply failed validation.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repairs: u32,
+    /// What the extractor cut from the reply ("fence", "prose", "think"…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extracted: Vec<&'static str>,
+    /// Why the stage fell back, or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl StageRecord {
+    pub fn new(name: &'static str) -> StageRecord {
+        StageRecord {
+            name,
+            duration_ms: 0.0,
+            tokens_in: 0,
+            tokens_out: 0,
+            attempts: 0,
+            outcome: Outcome::Ok,
+            provider: None,
+            continuations: 0,
+            repairs: 0,
+            extracted: Vec::new(),
+            reason: None,
+        }
+    }
+
+    pub fn set_duration(&mut self, d: std::time::Duration) {
+        self.duration_ms = (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,14 +95,11 @@ pub fn timed<T, E>(
 ) -> Result<T, E> {
     let start = Instant::now();
     let result = f();
-    records.push(StageRecord {
-        name,
-        duration_ms: (start.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-        tokens_in: 0,
-        tokens_out: 0,
-        attempts: 1,
-        outcome: if result.is_ok() { Outcome::Ok } else { Outcome::Failed },
-    });
+    let mut record = StageRecord::new(name);
+    record.set_duration(start.elapsed());
+    record.attempts = 1;
+    record.outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Failed };
+    records.push(record);
     result
 }
 
@@ -130,6 +173,15 @@ pub fn check_prompts(dir: &std::path::Path) -> Vec<String> {
             problems.push(format!("{}: is empty", local.display()));
         } else if let Err(e) = tera::Tera::new().add_raw_template(&name, &text) {
             problems.push(format!("{}: does not parse as a template: {e}", local.display()));
+        }
+    }
+    if problems.is_empty()
+        && let Ok(prompts) = prompt::Prompts::load(dir)
+    {
+        for stage in PROMPT_STAGES {
+            if let Err(e) = prompts.render(stage, &prompt::sample_context()) {
+                problems.push(format!("{}: {e}", dir.join(format!("{stage}.md")).display()));
+            }
         }
     }
     problems

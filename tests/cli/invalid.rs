@@ -118,3 +118,27 @@ fn bad_config_names_file_line_and_key() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("did you mean PROTOFORGE_EXPIRY_DAYS?"), "{}", run.stderr);
 }
+
+#[test]
+fn check_renders_the_prompts_and_looks_for_the_model_keys() {
+    let repo = Repo::new();
+    // A prompt override with a variable no stage provides, and a key that is not set.
+    std::fs::write(repo.path().join("prompts/css.md"), "Style {{ page_html }}.").unwrap();
+    std::fs::write(
+        repo.path().join("protoforge.yaml"),
+        "llm:\n  providers:\n    - base_url: https://api.example/v1\n      model: m\n      api_key_env: PF_CHECK_UNSET_KEY\n",
+    )
+    .unwrap();
+    let run = repo.run(&["check"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("prompts/css.md: prompt css:"), "{}", run.stdout);
+    assert!(run.stdout.contains("page_html"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("llm.providers[0].api_key_env: the variable PF_CHECK_UNSET_KEY is not set"),
+        "{}",
+        run.stdout
+    );
+    let run = repo.run_env(&["check"], &[("PF_CHECK_UNSET_KEY", "k")]);
+    assert!(!run.stdout.contains("PF_CHECK_UNSET_KEY"), "{}", run.stdout);
+}

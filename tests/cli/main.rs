@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `protoforge` binary on real temporary git
 //! repos, checked with the git CLI.
 
+#[path = "../support/fake_llm.rs"]
+mod fake_llm;
 mod util;
 
 mod build;
@@ -8,6 +10,7 @@ mod commands;
 mod crash;
 mod finalize;
 mod invalid;
+mod llm;
 mod prune;
 mod serve;
 mod watch;
