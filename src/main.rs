@@ -606,6 +606,9 @@ fn serve(
         let (repo, config, board) = (repo.clone(), config.clone(), Arc::clone(&board));
         std::thread::Builder::new()
             .name("builder".into())
+            // As much stack as `build` gets on the main thread: parsers of model output
+            // recurse (bounded by validate's nesting limit).
+            .stack_size(8 * 1024 * 1024)
             .spawn(move || {
                 let result = Workspace::open(&repo, config.as_deref())
                     .map_err(anyhow::Error::from)

@@ -112,29 +112,39 @@ fn longest_overlap(so_far: &str, next: &str, max: usize) -> usize {
     0
 }
 
-/// Drop `<think>…</think>` (and `<thinking>`); an unclosed one swallows the rest.
+/// Drop `<think>…</think>` (and `<thinking>`); an unclosed one swallows the rest. One pass:
+/// every search resumes where the last ended.
 fn strip_think(reply: &str, notes: &mut Vec<&'static str>) -> String {
+    // ASCII lowercasing keeps every byte offset, so offsets in `lower` slice `reply`.
+    let lower = reply.to_ascii_lowercase();
+    let tag_len = |at: usize, tags: &[&str]| {
+        tags.iter().find(|t| lower[at..].starts_with(**t)).map(|t| t.len())
+    };
     let mut out = String::with_capacity(reply.len());
-    let mut rest = reply;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let Some(start) = ["<think>", "<thinking>"].iter().filter_map(|t| lower.find(t)).min()
-        else {
-            out.push_str(rest);
-            break;
+    let (mut kept_from, mut i) = (0, 0);
+    while let Some(off) = lower[i..].find("<think") {
+        let start = i + off;
+        let Some(open) = tag_len(start, &["<think>", "<thinking>"]) else {
+            i = start + "<think".len();
+            continue;
         };
-        notes.push("think");
-        out.push_str(&rest[..start]);
-        let after = &lower[start..];
-        match ["</think>", "</thinking>"]
-            .iter()
-            .filter_map(|t| after.find(t).map(|i| i + t.len()))
-            .min()
-        {
-            Some(end) => rest = &rest[start + end..],
-            None => break,
+        if !notes.contains(&"think") {
+            notes.push("think");
         }
+        out.push_str(&reply[kept_from..start]);
+        let mut j = start + open;
+        kept_from = reply.len();
+        while let Some(off) = lower[j..].find("</think") {
+            let close = j + off;
+            if let Some(len) = tag_len(close, &["</think>", "</thinking>"]) {
+                kept_from = close + len;
+                break;
+            }
+            j = close + "</think".len();
+        }
+        i = kept_from;
     }
+    out.push_str(&reply[kept_from..]);
     if notes.contains(&"think") && out.trim().is_empty() {
         // Only thoughts: the answer may be inside them (some servers stream it that way).
         return reply.to_owned();
@@ -443,6 +453,10 @@ mod tests {
         assert_eq!(e.text, "{\"name\": \"A\"}");
         assert_eq!(e.notes, ["think"]);
         assert_eq!(get("<think>hmm", Want::Json), "(none)");
+        let e = extract("<THINK>a</think><thinkx>{\"k\": 1}<thinking>b</THINKING> ", Want::Json)
+            .unwrap();
+        assert_eq!(e.text, "{\"k\": 1}");
+        assert_eq!(e.notes, ["think", "prose"]);
     }
 
     #[test]
@@ -496,6 +510,12 @@ mod tests {
                 prop_assert!(reply.contains(&e.text) || e.notes.contains(&"think"));
             }
             let _ = join_continuation(&reply, &reply);
+        }
+
+        #[test]
+        fn any_number_of_think_blocks_goes(n in 1usize..2000) {
+            let reply = "<think>x</think>".repeat(n) + "{\"a\": 1}";
+            prop_assert_eq!(get(&reply, Want::Json), "{\"a\": 1}");
         }
 
         #[test]

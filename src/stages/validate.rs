@@ -309,10 +309,61 @@ pub fn same_outline(before: &Shape, after: &Shape) -> Verdict {
 
 // ─── CSS ───
 
+/// Deepest nesting of brackets a validator parses; deeper replies are refused unparsed.
+const MAX_NESTING: usize = 96;
+
+/// How deep `(`, `[` and `{` nest in `code`, outside strings and comments (a close
+/// estimate: regex literals are not recognised, so it may only overcount).
+fn nesting(code: &str) -> usize {
+    let bytes = code.as_bytes();
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
+/// SECURITY: the parsers below recurse once per nesting level, so a hostile reply nested
+/// thousands deep could exhaust the builder's stack; it is refused before parsing.
+fn too_deep(code: &str, file: &str) -> Option<String> {
+    let depth = nesting(code);
+    (depth > MAX_NESTING).then(|| {
+        format!(
+            "{file} nests brackets {depth} levels deep; keep it under {MAX_NESTING} (plain, flat \
+             code)."
+        )
+    })
+}
+
 /// Does `css` parse, and does it style this page?
 pub fn css(css: &str, page: &Shape) -> Verdict {
     use cssparser::{Parser, ParserInput, StyleSheetParser};
     let mut v = Verdict::default();
+    if let Some(problem) = too_deep(css, "styles.css") {
+        v.must.push(problem);
+        return v;
+    }
     if let Some(problem) = unbalanced(css) {
         v.must.push(problem);
     }
@@ -691,6 +742,10 @@ const FORBIDDEN_NEW: &[&str] =
 pub fn js(js: &str, page: &Shape) -> Verdict {
     use oxc_ast_visit::Visit;
     let mut v = Verdict::default();
+    if let Some(problem) = too_deep(js, "script.js") {
+        v.must.push(problem);
+        return v;
+    }
     let allocator = oxc_allocator::Allocator::default();
     let parsed = oxc_parser::Parser::new(&allocator, js, oxc_span::SourceType::script()).parse();
     let errors: Vec<_> = parsed.diagnostics.errors().collect();
@@ -953,6 +1008,29 @@ mod tests {
         assert!(v.should[0].contains("innerHTML"));
         let v = js("function a() {\n  if (x) {\n    return 1;\n", &page);
         assert!(v.must[0].contains("does not parse") && v.must[0].contains("line"), "{v:#?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_and_the_limit_parses() {
+        let page = shape(PAGE);
+        let deep_js = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
+        assert!(js(&deep_js, &page).must[0].contains("50000 levels deep"));
+        let deep_css =
+            format!(".a {{ width: {}1px{} }}", "calc(".repeat(50_000), ")".repeat(50_000));
+        assert!(css(&deep_css, &page).must[0].contains("levels deep"));
+        let nested =
+            format!("{}.a{{color:red}}{}", "@media screen{".repeat(20_000), "}".repeat(20_000));
+        assert!(css(&nested, &page).must[0].contains("levels deep"));
+        // Right at the limit, both parsers run on a test thread's small stack.
+        let at_limit = format!("x = {}1{};", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert!(js(&at_limit, &page).passed(), "{:?}", js(&at_limit, &page));
+        let at_limit = format!(
+            "{}.nav{{color:red}}{}",
+            "@media screen{".repeat(MAX_NESTING - 1),
+            "}".repeat(MAX_NESTING - 1)
+        );
+        assert!(!css(&at_limit, &page).must.iter().any(|m| m.contains("levels deep")));
+        assert_eq!(nesting("a('(', \"[\") /* { */ {[]}"), 2);
     }
 
     #[test]
