@@ -525,3 +525,36 @@ fn continuations_are_bounded_per_ask() {
     assert_eq!(content["continuations"], 6, "{content:#}");
     assert_eq!(content["attempts"], 9, "{content:#}");
 }
+
+#[test]
+fn documents_reach_the_analysis_and_images_the_html_stage() {
+    let server = FakeLlm::start(Format::OpenAi, Pace::default());
+    good_replies(&server, &fixtures());
+    let repo = Repo::new();
+    repo.add_examples();
+    for f in std::fs::read_dir(repo.inbox()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml")
+            && !f.ends_with("04-portfolio-attachments.yaml")
+        {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let providers = format!("[{}]", provider("fake", &server.url, "openai"));
+    repo.run_env(&["build", "--once"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]).ok();
+    let brief = std::fs::read_to_string(
+        project_dir().join("examples/attachments/04-portfolio-attachments/brief.txt"),
+    )
+    .unwrap();
+    let first_line = brief.lines().find(|l| !l.trim().is_empty()).unwrap().trim();
+    let analysis = server.seen_for("analysis")[0].prompt();
+    assert!(
+        analysis.contains("Document brief.txt (short brief with the projects I want to show):"),
+        "{analysis}"
+    );
+    assert!(analysis.contains(first_line), "{first_line} not in the analysis prompt");
+    assert!(!analysis.contains("kenji@morilight.example"));
+    let html = server.seen_for("html")[0].prompt();
+    let image = regex::Regex::new(r"- (assets/images/[a-z0-9.-]+): studio logo").unwrap();
+    assert!(image.is_match(&html), "{html}");
+}
