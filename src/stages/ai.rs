@@ -158,14 +158,18 @@ impl Ai {
         });
         let submission_text = request.text.clone();
         let (spec, record) = self
-            .stage("analysis", &context, Want::Json, Some(spec::schema()), &budget, |text| {
-                let mut spec = match Spec::parse(text) {
-                    Ok(s) => s,
-                    Err(problems) => return (Verdict { must: problems, should: vec![] }, None),
-                };
-                let problems = spec.check(&submission_text, &lang, dir);
-                (Verdict { must: problems, should: vec![] }, Some(spec))
-            })
+            .stage(
+                Ask { schema: Some(spec::schema()), ..Ask::new("analysis", &context, Want::Json) },
+                &budget,
+                |text| {
+                    let mut spec = match Spec::parse(text) {
+                        Ok(s) => s,
+                        Err(problems) => return (Verdict { must: problems, should: vec![] }, None),
+                    };
+                    let problems = spec.check(&submission_text, &lang, dir);
+                    (Verdict { must: problems, should: vec![] }, Some(spec))
+                },
+            )
             .await;
         records.push(record);
         let spec = spec.unwrap_or_else(|| Spec::from_analysis(&analysis));
@@ -199,7 +203,7 @@ impl Ai {
             "sections": spec.sections.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
         });
         let (html, mut record) = self
-            .stage("html", &context, Want::Html, None, &budget, |text| {
+            .stage(Ask::new("html", &context, Want::Html), &budget, |text| {
                 let shape = validate::shape(text);
                 (validate::html(&shape, &spec), Some(text.to_owned()))
             })
@@ -242,10 +246,10 @@ impl Ai {
             "features": if spec.features.is_empty() { "nav-toggle".into() } else { spec.features.join(", ") },
             "ids": names(&shape.ids, "#"), "classes": classes,
         });
-        let css = self.stage("css", &css_context, Want::Css, None, &budget, |text| {
+        let css = self.stage(Ask::new("css", &css_context, Want::Css), &budget, |text| {
             (validate::css(text, &shape), Some(text.to_owned()))
         });
-        let js = self.stage("js", &js_context, Want::Js, None, &budget, |text| {
+        let js = self.stage(Ask::new("js", &js_context, Want::Js), &budget, |text| {
             (validate::js(text, &shape), Some(text.to_owned()))
         });
         let ((css, css_record), (js, js_record)) = tokio::join!(css, js);
@@ -261,7 +265,7 @@ impl Ai {
         progress("content", 75);
         let context = json!({"html": html, "language": analysis.lang, "request": request.text});
         let (polished, record) = self
-            .stage("content", &context, Want::Html, None, &budget, |text| {
+            .stage(Ask::new("content", &context, Want::Html), &budget, |text| {
                 let after = validate::shape(text);
                 let mut v = validate::same_outline(&shape, &after);
                 v.must.extend(validate::html(&after, &spec).must);
@@ -337,20 +341,17 @@ impl Ai {
     /// `None` when no reply passed (the caller falls back).
     async fn stage<T>(
         &self,
-        name: &'static str,
-        context: &Value,
-        want: Want,
-        schema: Option<Value>,
+        ask: Ask<'_>,
         budget: &Budget,
         check: impl Fn(&str) -> (Verdict, Option<T>),
     ) -> (Option<T>, StageRecord) {
         let start = Instant::now();
-        let mut record = StageRecord::new(name);
-        let cfg = self.config.stages.get(name);
+        let mut record = StageRecord::new(ask.name);
+        let cfg = self.config.stages.get(ask.name);
         let timeout = Duration::from_secs(cfg.timeout_secs);
         let asked = tokio::time::timeout(
             timeout,
-            self.ask(name, context, want, schema, budget, &check, &mut record, start + timeout),
+            self.ask(&ask, budget, &check, &mut record, start + timeout),
         )
         .await;
         let value = match asked {
@@ -369,18 +370,16 @@ impl Ai {
         (value, record)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn ask<T>(
         &self,
-        name: &'static str,
-        context: &Value,
-        want: Want,
-        schema: Option<Value>,
+        ask: &Ask<'_>,
         budget: &Budget,
         check: &impl Fn(&str) -> (Verdict, Option<T>),
         record: &mut StageRecord,
         deadline: Instant,
     ) -> Result<T, String> {
+        let Ask { name, context, want, schema } = ask;
+        let (name, want) = (*name, *want);
         let cfg = self.config.stages.get(name);
         let prompt = self.prompts.render(name, context).map_err(|e| e.to_string())?;
         let mut messages = vec![Message::user(prompt)];
@@ -476,6 +475,20 @@ impl Ai {
             self.config.max_repairs,
             last.replace('\n', " ")
         ))
+    }
+}
+
+/// What one stage asks: its prompt's variables, the kind of file, and a JSON schema.
+struct Ask<'a> {
+    name: &'static str,
+    context: &'a Value,
+    want: Want,
+    schema: Option<Value>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(name: &'static str, context: &'a Value, want: Want) -> Ask<'a> {
+        Ask { name, context, want, schema: None }
     }
 }
 

@@ -47,6 +47,19 @@ fn stage<'m>(meta: &'m Value, name: &str) -> &'m Value {
         .unwrap_or_else(|| panic!("no stage {name} in {:#}", meta["stages"]))
 }
 
+/// A repo whose inbox holds one bundled example, with its attachments.
+fn with_example(name: &str) -> Repo {
+    let repo = Repo::new();
+    repo.add_examples();
+    for f in std::fs::read_dir(repo.inbox()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") && !f.ends_with(name) {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    repo
+}
+
 fn fixtures() -> std::path::PathBuf {
     fixture("llm")
 }
@@ -448,14 +461,7 @@ fn a_voice_message_is_transcribed_for_the_analysis() {
     let server = FakeLlm::start(Format::OpenAi, Pace::default());
     good_replies(&server, &fixtures());
     server.default_reply("transcription", Reply::text("Olá, sou a Carla, passeio cães em Lisboa."));
-    let repo = Repo::new();
-    repo.add_examples();
-    for f in std::fs::read_dir(repo.inbox()).unwrap() {
-        let f = f.unwrap().path();
-        if f.extension().is_some_and(|e| e == "yaml") && !f.ends_with("05-voice-only.yaml") {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    let repo = with_example("05-voice-only.yaml");
     let providers = format!("[{}]", provider("fake", &server.url, "openai"));
     repo.run_env(
         &["build", "--once"],
@@ -489,14 +495,7 @@ fn a_voice_message_is_transcribed_for_the_analysis() {
 fn without_a_transcription_server_the_audio_is_noted() {
     let server = FakeLlm::start(Format::OpenAi, Pace::default());
     good_replies(&server, &fixtures());
-    let repo = Repo::new();
-    repo.add_examples();
-    for f in std::fs::read_dir(repo.inbox()).unwrap() {
-        let f = f.unwrap().path();
-        if f.extension().is_some_and(|e| e == "yaml") && !f.ends_with("05-voice-only.yaml") {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    let repo = with_example("05-voice-only.yaml");
     let providers = format!("[{}]", provider("fake", &server.url, "openai"));
     repo.run_env(&["build", "--once"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]).ok();
     let analysis = server.seen_for("analysis")[0].prompt();
@@ -530,16 +529,7 @@ fn continuations_are_bounded_per_ask() {
 fn documents_reach_the_analysis_and_images_the_html_stage() {
     let server = FakeLlm::start(Format::OpenAi, Pace::default());
     good_replies(&server, &fixtures());
-    let repo = Repo::new();
-    repo.add_examples();
-    for f in std::fs::read_dir(repo.inbox()).unwrap() {
-        let f = f.unwrap().path();
-        if f.extension().is_some_and(|e| e == "yaml")
-            && !f.ends_with("04-portfolio-attachments.yaml")
-        {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
+    let repo = with_example("04-portfolio-attachments.yaml");
     let providers = format!("[{}]", provider("fake", &server.url, "openai"));
     repo.run_env(&["build", "--once"], &[("PROTOFORGE_LLM__PROVIDERS", &providers)]).ok();
     let brief = std::fs::read_to_string(
