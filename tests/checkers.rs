@@ -133,6 +133,24 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The W3C checker's jar, if installed (see [`tool`]).
+fn vnu_jar() -> Option<PathBuf> {
+    tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
+}
+
+/// `tests/browser/behaviour.mjs` over every site in `preview`: one result per site.
+fn behaviour(preview: &Path, shots: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new("node")
+        .arg(project().join("tests/browser/behaviour.mjs"))
+        .arg(preview)
+        .arg(shots)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn site_ids(preview: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(preview)
         .unwrap()
@@ -190,10 +208,7 @@ fn finalized_hostile_pages() -> (tempfile::TempDir, Vec<PathBuf>) {
 
 #[test]
 fn every_hostile_page_passes_the_w3c_checker_after_finalize() {
-    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
-    else {
-        return;
-    };
+    let Some(jar) = vnu_jar() else { return };
     let (_dir, files) = finalized_hostile_pages();
     let raw: Vec<PathBuf> = files
         .iter()
@@ -215,10 +230,7 @@ fn every_hostile_page_passes_the_w3c_checker_after_finalize() {
 
 #[test]
 fn every_page_and_stylesheet_passes_the_w3c_checker() {
-    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
-    else {
-        return;
-    };
+    let Some(jar) = vnu_jar() else { return };
     let preview = sites();
     let ids = site_ids(preview);
     assert!(ids.len() >= 11, "{ids:?}");
@@ -240,15 +252,7 @@ fn every_site_works_in_headless_chromium() {
     }
     let preview = sites();
     let shots = project().join("target/screenshots");
-    let out = Command::new("node")
-        .arg(project().join("tests/browser/behaviour.mjs"))
-        .arg(preview)
-        .arg(&shots)
-        .current_dir(project())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let results = behaviour(preview, &shots);
     assert_eq!(results.len(), site_ids(preview).len());
     let mut carts = 0;
     let mut filters = 0;
@@ -559,10 +563,7 @@ fn ai_site() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn an_ai_built_site_passes_the_w3c_checker_and_works_in_chromium() {
-    let Some(jar) = tool(project().join("node_modules/vnu-jar/build/dist/vnu.jar"), "vnu-jar")
-    else {
-        return;
-    };
+    let Some(jar) = vnu_jar() else { return };
     let (_dir, preview) = ai_site();
     let id = &site_ids(&preview)[0];
     let files = [preview.join(id).join("index.html"), preview.join(id).join("styles.css")];
@@ -574,15 +575,7 @@ fn an_ai_built_site_passes_the_w3c_checker_and_works_in_chromium() {
         return;
     }
     let shots = project().join("target/screenshots/ai");
-    let out = Command::new("node")
-        .arg(project().join("tests/browser/behaviour.mjs"))
-        .arg(&preview)
-        .arg(&shots)
-        .current_dir(project())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "browser run failed: {}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let results = behaviour(&preview, &shots);
     let r = &results[0];
     assert_eq!(r["errors"], serde_json::json!([]), "console errors: {r}");
     assert_eq!(r["external"], serde_json::json!([]), "requests left the site: {r}");
