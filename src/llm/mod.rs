@@ -229,15 +229,19 @@ pub struct Client {
     deadlines: Deadlines,
 }
 
+/// The HTTP client of every model call and transcription.
+fn http_client(connect: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    // rustls with ring: reqwest is built without a default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .user_agent(concat!("protoforge/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl Client {
     pub fn new(deadlines: Deadlines) -> Result<Client, reqwest::Error> {
-        // rustls with ring: reqwest is built without a default crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(deadlines.connect)
-            .user_agent(concat!("protoforge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Client { http, deadlines })
+        Ok(Client { http: http_client(deadlines.connect)?, deadlines })
     }
 
     /// Ask `provider`, retrying what may pass; `on_text` sees the reply as it streams.

@@ -45,11 +45,7 @@ impl Transcriber {
                 SetupError::MissingTranscriptionKey { var: cfg.api_key_env.clone() }
             })?)
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("protoforge/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = super::http_client(Duration::from_secs(10))?;
         Ok(Some(Transcriber {
             http,
             url: format!("{}/audio/transcriptions", cfg.base_url.trim_end_matches('/')),

@@ -274,11 +274,7 @@ impl Ai {
             .await;
         records.push(record);
         let index_html = polished.unwrap_or(html);
-        for r in &records {
-            if let Some(reason) = r.reason.as_ref().filter(|_| r.outcome == Outcome::Fallback) {
-                warnings.push(fallback_warning(r.name, reason));
-            }
-        }
+        warnings.extend(fallback_warnings(&records));
         let mode = mode(&records);
         Ok(Output {
             index_html,
@@ -542,12 +538,16 @@ fn providers(records: &[StageRecord]) -> Vec<String> {
     out
 }
 
-fn fallback_warning(stage: &str, reason: &str) -> String {
-    if stage == "transcribe" {
-        format!("audio not transcribed: {reason}")
-    } else {
-        format!("stage {stage} used the template output: {reason}")
-    }
+/// A warning for each stage that fell back, with its reason.
+fn fallback_warnings(records: &[StageRecord]) -> impl Iterator<Item = String> + '_ {
+    records.iter().filter(|r| r.outcome == Outcome::Fallback).filter_map(|r| {
+        let reason = r.reason.as_ref()?;
+        Some(if r.name == "transcribe" {
+            format!("audio not transcribed: {reason}")
+        } else {
+            format!("stage {} used the template output: {reason}", r.name)
+        })
+    })
 }
 
 /// The whole site from the templates, after the html stage fell back.
@@ -558,11 +558,7 @@ fn finish(
     mut warnings: Vec<String>,
     spec: Spec,
 ) -> Output {
-    for r in records.iter().filter(|r| r.outcome == Outcome::Fallback) {
-        if let Some(reason) = &r.reason {
-            warnings.push(fallback_warning(r.name, reason));
-        }
-    }
+    warnings.extend(fallback_warnings(&records));
     Output {
         index_html: rendered.index_html,
         styles_css: rendered.styles_css,
