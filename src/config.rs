@@ -798,6 +798,9 @@ impl LlmConfig {
                 }
             }
         }
+        // Bounded so that a deadline always fits the clock, and a typo cannot park a job
+        // for years.
+        const DAY: u64 = 86_400;
         for stage in crate::stages::PROMPT_STAGES {
             let s = self.stages.get(stage);
             if !(16..=200_000).contains(&s.max_tokens) {
@@ -806,22 +809,29 @@ impl LlmConfig {
             if !(0.0..=2.0).contains(&s.temperature) {
                 bad(&format!("llm.stages.{stage}.temperature"), "use 0.0 to 2.0".into());
             }
-            if s.timeout_secs == 0 {
-                bad(&format!("llm.stages.{stage}.timeout_secs"), "must be at least 1".into());
+            if !(1..=DAY).contains(&s.timeout_secs) {
+                bad(&format!("llm.stages.{stage}.timeout_secs"), format!("use 1 to {DAY}"));
             }
         }
-        for (key, v) in [
-            ("connect_timeout_secs", self.connect_timeout_secs),
-            ("first_byte_timeout_secs", self.first_byte_timeout_secs),
-            ("stall_timeout_secs", self.stall_timeout_secs),
-            ("breaker_failures", u64::from(self.breaker_failures)),
+        for (key, v, max) in [
+            ("connect_timeout_secs", self.connect_timeout_secs, DAY),
+            ("first_byte_timeout_secs", self.first_byte_timeout_secs, DAY),
+            ("stall_timeout_secs", self.stall_timeout_secs, DAY),
+            ("breaker_failures", u64::from(self.breaker_failures), 1_000),
+            ("breaker_cooldown_secs", self.breaker_cooldown_secs.max(1), 7 * DAY),
+            ("transcription.timeout_secs", self.transcription.timeout_secs, DAY),
         ] {
-            if v == 0 {
-                bad(&format!("llm.{key}"), "must be at least 1".into());
+            if !(1..=max).contains(&v) {
+                bad(&format!("llm.{key}"), format!("use 1 to {max}"));
             }
         }
-        if self.max_repairs > 5 || self.max_continuations > 5 {
-            bad("llm.max_repairs", "max_repairs and max_continuations: use 0 to 5".into());
+        // The bound: at most two re-asks of each kind per stage.
+        for (key, v) in
+            [("max_repairs", self.max_repairs), ("max_continuations", self.max_continuations)]
+        {
+            if v > 2 {
+                bad(&format!("llm.{key}"), "use 0 to 2".into());
+            }
         }
         let t = &self.transcription;
         let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");

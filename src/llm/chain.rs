@@ -159,13 +159,30 @@ impl Chain {
     ) -> Result<Answer, ChainError> {
         let mut skipped = Vec::new();
         let mut cooling = Vec::new();
-        for slot in &self.slots {
-            if !lock(&slot.breaker).allows(Instant::now()) {
+        let end = request.deadline.map(|d| Instant::now() + d);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let now = Instant::now();
+            if !lock(&slot.breaker).allows(now) {
                 cooling.push(lock(&slot.provider).name.clone());
                 continue;
             }
+            // A hanging provider must not eat the time of those after it: each gets an even
+            // share of what is left, and the last one all of it.
+            let after = self.slots[i + 1..].iter().filter(|s| lock(&s.breaker).allows(now)).count();
+            let shared;
+            let request = match end {
+                Some(end) => {
+                    let left = end.saturating_duration_since(now);
+                    let share = left / u32::try_from(after + 1).unwrap_or(u32::MAX);
+                    shared = Request { deadline: Some(share), ..request.clone() };
+                    &shared
+                }
+                None => request,
+            };
+            // A lowered JSON mode is tried for this call, and kept for later calls only once a
+            // reply confirms it: a passing server error must not cost the schema for good.
+            let mut provider = lock(&slot.provider).clone();
             loop {
-                let provider = lock(&slot.provider).clone();
                 let mut streamed = false;
                 let result = self
                     .client
@@ -177,6 +194,17 @@ impl Chain {
                 match result {
                     Ok(reply) => {
                         lock(&slot.breaker).success();
+                        let mut kept = lock(&slot.provider);
+                        if request.schema.is_some() && kept.json != provider.json {
+                            tracing::warn!(
+                                provider = %provider.name,
+                                "the server answered with the JSON format {:?} after refusing \
+                                 {:?}; keeping {:?} for this provider",
+                                provider.json, kept.json, provider.json
+                            );
+                            kept.json = provider.json;
+                        }
+                        drop(kept);
                         return Ok(Answer {
                             reply,
                             provider: provider.name,
@@ -185,16 +213,15 @@ impl Chain {
                         });
                     }
                     Err(LlmError::JsonRefused { message, .. }) => {
-                        let mut p = lock(&slot.provider);
-                        p.json = match p.json {
+                        provider.json = match provider.json {
                             JsonMode::Schema => JsonMode::Object,
                             _ => JsonMode::Off,
                         };
                         tracing::warn!(
-                            provider = %p.name,
+                            provider = %provider.name,
                             "the server refused the JSON response format ({message}); asking \
                              again with {:?}",
-                            p.json
+                            provider.json
                         );
                     }
                     Err(e) => {

@@ -285,7 +285,9 @@ fn bare(text: &str, want: Want, notes: &mut Vec<&'static str>) -> Option<String>
                 .find("<!doctype")
                 .or_else(|| lower.find("<html"))
                 .or_else(|| first_tag(&lower))?;
-            let end = lower.rfind("</html>").map(|i| i + "</html>".len()).or_else(|| {
+            // A `</html>` in the prose before the page is not its end.
+            let end = lower.rfind("</html>").map(|i| i + "</html>".len()).filter(|e| *e > start);
+            let end = end.or_else(|| {
                 // A fragment followed by a paragraph of prose ends at its last tag; one cut
                 // off by the token limit runs to the end.
                 let last = text.rfind('>').map(|i| i + 1).filter(|e| *e > start)?;
@@ -318,6 +320,8 @@ fn bare(text: &str, want: Want, notes: &mut Vec<&'static str>) -> Option<String>
             (start, end)
         }
     };
+    // Every arm keeps end >= start; this only makes a slip a short reply, not a panic.
+    let end = end.max(start);
     if text[..start].trim().len() + text[end..].trim().len() > 0 {
         notes.push("prose");
     }
@@ -502,6 +506,39 @@ mod tests {
         assert_eq!(join_continuation("", "```css\na{}\n```"), "```css\na{}\n```");
     }
 
+    const PIECES: &[&str] = &[
+        "</html>",
+        "<html>",
+        "<!doctype html>",
+        "<p>",
+        "Hi",
+        "\n\n",
+        "```",
+        "```html\n",
+        "```css\n",
+        "<think>",
+        "</think>",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ";",
+        ")",
+        "body {",
+        "Finish with ",
+        "const a = 1;",
+        "é",
+        "<main>",
+        "=== FILE: x ===",
+    ];
+
+    #[test]
+    fn a_closing_html_tag_in_the_prose_before_the_page_is_not_its_end() {
+        let e = extract("Finish with </html>.\n<p>Hi</p>", Want::Html).expect("a tag is found");
+        assert_eq!(e.text, "<p>Hi</p>");
+    }
+
     proptest! {
         #[test]
         fn never_panics(reply in "(?s).{0,400}", want in 0..4u8) {
@@ -510,6 +547,17 @@ mod tests {
                 prop_assert!(reply.contains(&e.text) || e.notes.contains(&"think"));
             }
             let _ = join_continuation(&reply, &reply);
+        }
+
+        /// Replies glued from the pieces the extractor looks for, in any order: random text
+        /// rarely hits `</html>` before `<p>`, these do.
+        #[test]
+        fn never_panics_on_its_own_markers(pieces in prop::collection::vec(0..PIECES.len(), 0..24), want in 0..4u8) {
+            let want = [Want::Html, Want::Css, Want::Js, Want::Json][want as usize];
+            let reply: String = pieces.iter().map(|&i| PIECES[i]).collect();
+            if let Some(e) = extract(&reply, want) {
+                prop_assert!(reply.contains(&e.text) || e.notes.contains(&"think"));
+            }
         }
 
         #[test]

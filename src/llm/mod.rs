@@ -187,10 +187,11 @@ pub enum LlmError {
     #[error("{provider} ({model}) failed {attempts} times; the last: {last}")]
     Exhausted { provider: String, model: String, attempts: u32, last: String },
     #[error(
-        "{provider} ({model}) did not answer within {secs} s in all; hint: raise the stage's \
-         timeout, or pick a faster model"
+        "{provider} ({model}) did not answer within {secs} s in all{}; hint: raise \
+         llm.stages.<stage>.timeout_secs, or pick a faster model",
+        last.as_deref().map(|m| format!(" (the last try: {m})")).unwrap_or_default()
     )]
-    Deadline { provider: String, model: String, secs: u64 },
+    Deadline { provider: String, model: String, secs: u64, last: Option<String> },
     #[error("{provider} ({model}) refused the JSON response format with HTTP {status}: {message}")]
     JsonRefused { provider: String, model: String, status: u16, message: String },
 }
@@ -255,6 +256,7 @@ impl Client {
         let total = request.deadline.unwrap_or(self.deadlines.total);
         let deadline = start + total;
         let mut attempts = 0;
+        let mut last_failure = None;
         loop {
             attempts += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -265,6 +267,7 @@ impl Client {
                         provider: provider.name.clone(),
                         model: provider.model.clone(),
                         secs: total.as_secs(),
+                        last: last_failure,
                     });
                 }
                 Ok(Ok(mut reply)) => {
@@ -274,11 +277,18 @@ impl Client {
                 }
                 Ok(Err(f)) => f,
             };
-            if request.schema.is_some()
+            // A server that cannot do the JSON format refuses it outright (400, 422, 501), or
+            // fails with a 500 that names it (llama.cpp's server and json_schema). A 500 that
+            // does not is retried as usual, and only when it persists is the format suspected.
+            let json_suspect = request.schema.is_some()
                 && provider.degrade_json
                 && provider.json != JsonMode::Off
-                && matches!(failure.status, Some(400 | 422 | 500 | 501))
-            {
+                && match failure.status {
+                    Some(400 | 422 | 501) => true,
+                    Some(500) => names_json(&failure.message) || attempts > retry::MAX_RETRIES,
+                    _ => false,
+                };
+            if json_suspect {
                 return Err(LlmError::JsonRefused {
                     provider: provider.name.clone(),
                     model: provider.model.clone(),
@@ -317,9 +327,11 @@ impl Client {
                 return Err(LlmError::Deadline {
                     provider: provider.name.clone(),
                     model: provider.model.clone(),
-                    secs: self.deadlines.total.as_secs(),
+                    secs: total.as_secs(),
+                    last: Some(failure.message),
                 });
             }
+            last_failure = Some(failure.message);
             tokio::time::sleep(wait).await;
         }
     }
@@ -378,8 +390,8 @@ impl Client {
             attempts: 0,
             duration: Duration::ZERO,
         };
-        let mut done = false;
-        while !done {
+        let mut stream = Stream::default();
+        while !stream.done && stream.error.is_none() {
             let chunk = tokio::time::timeout(self.deadlines.stall, response.chunk()).await;
             let chunk = match chunk {
                 Err(_) => {
@@ -391,14 +403,25 @@ impl Client {
             let Some(bytes) = chunk else { break };
             let events = parser.push(&bytes).map_err(|e| Failure::transient(e.to_string()))?;
             for event in events {
-                done |= apply(p.kind, &event, &mut reply, on_text);
+                apply(p.kind, &event, &mut reply, on_text, &mut stream);
             }
         }
-        if !done {
+        if let Some(message) = stream.error {
+            return Err(Failure::transient(format!("the server broke off the stream: {message}")));
+        }
+        if !stream.done && !stream.finished {
             return Err(Failure::transient("the stream ended before its end marker".into()));
         }
         Ok(reply)
     }
+}
+
+/// Does a server's error message blame the JSON response format?
+fn names_json(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["response_format", "json_schema", "json_object", "schema", "grammar"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 /// The endpoint and JSON body of a request in the provider's format.
@@ -445,16 +468,43 @@ fn body(p: &Provider, r: &Request) -> (String, Value) {
 }
 
 /// Fold one event into the reply; true at the end of the stream.
+/// How far a stream got.
+#[derive(Default)]
+struct Stream {
+    /// The end marker (`[DONE]`, `message_stop`) arrived.
+    done: bool,
+    /// A finish reason arrived: a stream that ends after it is complete even without a marker.
+    finished: bool,
+    /// The server reported an error inside the stream.
+    error: Option<String>,
+}
+
 fn apply(
     kind: Kind,
     event: &sse::Event,
     reply: &mut Reply,
     on_text: &mut impl FnMut(&str),
+    stream: &mut Stream,
+) {
+    stream.done |= apply_event(kind, event, reply, on_text, &mut stream.error);
+    stream.finished |= reply.finish != Finish::Other;
+}
+
+fn apply_event(
+    kind: Kind,
+    event: &sse::Event,
+    reply: &mut Reply,
+    on_text: &mut impl FnMut(&str),
+    error: &mut Option<String>,
 ) -> bool {
     if kind == Kind::OpenAi && event.data.trim() == "[DONE]" {
         return true;
     }
     let Ok(v) = serde_json::from_str::<Value>(&event.data) else { return false };
+    if event.name == "error" || v["type"] == "error" || v["error"].is_object() {
+        *error = Some(error_message(&event.data));
+        return false;
+    }
     match kind {
         Kind::OpenAi => {
             if let Some(choice) = v["choices"].get(0) {

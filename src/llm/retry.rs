@@ -53,9 +53,18 @@ pub fn wait(retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration 
 
 /// A jitter in [0, 1) from the clock: enough to keep clients from retrying in step.
 pub fn jitter() -> f64 {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    f64::from(nanos.subsec_nanos() % 1000) / 1000.0
+    use std::hash::{BuildHasher, Hasher};
+    // std's hasher keys are random per process, so builders that failed together spread out
+    // even on a clock with coarse resolution.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    (h.finish() % 1_000_000) as f64 / 1_000_000.0
 }
+
+/// Stands in for a cool-down past what `Instant` can hold (about a century).
+const FOR_GOOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Stops calling a provider that keeps failing, for a cool-down.
 #[derive(Debug)]
@@ -87,10 +96,14 @@ impl Breaker {
     }
 
     /// A call failed after its retries; past the threshold, skip the provider a while.
+    /// After a cool-down the provider is on probation: its first failure opens the breaker
+    /// again at once (half-open), rather than costing `threshold` more failed calls.
     pub fn failure(&mut self, now: Instant) {
-        self.failures += 1;
-        if self.failures >= self.threshold {
-            self.open_until = Some(now + self.cooldown);
+        let probation = self.open_until.is_some();
+        self.failures = self.failures.saturating_add(1);
+        if probation || self.failures >= self.threshold {
+            // A cool-down too long for the clock means "for good", not a panic.
+            self.open_until = Some(now.checked_add(self.cooldown).unwrap_or(now + FOR_GOOD));
             self.failures = 0;
         }
     }
@@ -141,7 +154,13 @@ mod tests {
         b.failure(t0);
         assert!(!b.allows(t0 + Duration::from_secs(59)));
         assert!(b.allows(t0 + Duration::from_secs(60)));
+        // Half-open: one failure after the cool-down opens it again.
+        let t1 = t0 + Duration::from_secs(61);
+        b.failure(t1);
+        assert!(!b.allows(t1 + Duration::from_secs(1)));
         b.success();
         assert!(b.allows(t0));
+        b.failure(t1);
+        assert!(b.allows(t1), "after a success the threshold counts again");
     }
 }

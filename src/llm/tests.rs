@@ -458,6 +458,27 @@ async fn the_chain_degrades_json_once_per_provider() {
     assert_eq!(c.providers()[0].json, JsonMode::Off);
 }
 
+#[tokio::test]
+async fn a_passing_server_error_keeps_the_json_schema() {
+    // A 500 that does not name the format is retried as it is; the schema stays.
+    let s = server(vec![
+        Step::Status { code: 500, retry_after: Some("0"), body: "overloaded" },
+        Step::Stream(ok_stream(&["{}"]), None),
+        Step::Stream(ok_stream(&["{}"]), None),
+    ])
+    .await;
+    let c = chain(&[&s.url]);
+    let mut r = request();
+    r.schema = Some(json!({"type": "object"}));
+    c.chat(&r, |_| {}).await.unwrap();
+    c.chat(&r, |_| {}).await.unwrap();
+    let seen = s.seen.lock().unwrap();
+    let kinds: Vec<Value> =
+        seen.iter().map(|(_, b)| b["response_format"]["type"].clone()).collect();
+    assert_eq!(kinds, vec![json!("json_schema"); 3]);
+    assert_eq!(c.providers()[0].json, JsonMode::Schema);
+}
+
 #[test]
 fn a_missing_key_names_the_variable() {
     let config = crate::config::LlmConfig {

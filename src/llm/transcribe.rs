@@ -70,7 +70,10 @@ impl Transcriber {
             let (retry, after, message) = match call {
                 Err(_) => {
                     return Err(format!(
-                        "no transcription within {} s (llm.transcription.timeout_secs)",
+                        "{} ({}) gave no transcription within {} s \
+                         (llm.transcription.timeout_secs)",
+                        self.url,
+                        self.model,
                         self.timeout.as_secs()
                     ));
                 }
@@ -129,16 +132,19 @@ impl Transcriber {
                 return Err((
                     verdict == retry::Verdict::Retry,
                     after,
-                    format!("{} answered HTTP {status}: {short}", self.url),
+                    format!("{} ({}) answered HTTP {status}: {short}", self.url, self.model),
                 ));
             }
         }
         let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| (false, None, format!("the answer is not JSON ({e})")))?;
-        value["text"]
-            .as_str()
-            .map(|t| t.trim().to_owned())
-            .ok_or_else(|| (false, None, "the answer has no `text` field".into()))
+            .map_err(|e| (false, None, format!("{}: the answer is not JSON ({e})", self.url)))?;
+        value["text"].as_str().map(|t| t.trim().to_owned()).ok_or_else(|| {
+            (
+                false,
+                None,
+                format!("{}: the answer has no `text` field; is it a transcription API?", self.url),
+            )
+        })
     }
 }
 

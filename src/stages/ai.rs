@@ -194,11 +194,11 @@ impl Ai {
             .logo
             .iter()
             .chain(&analysis.images)
-            .map(|i| json!({"path": i.src, "description": i.alt}))
+            .map(|i| json!({"path": i.src, "description": prompt::data(&one_line(&i.alt, 200))}))
             .collect();
         let context = json!({
             "language": analysis.lang, "dir": analysis.dir,
-            "plan": serde_json::to_string_pretty(&spec).expect("a spec serializes"),
+            "plan": prompt::data(&serde_json::to_string_pretty(&spec).expect("a spec serializes")),
             "request": request.text, "images": images,
             "sections": spec.sections.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
         });
@@ -240,9 +240,11 @@ impl Ai {
             p.border
         );
         let classes = names(&shape.classes, ".");
-        let css_context = json!({"html": html, "palette": palette, "classes": classes});
+        // The page a model wrote from customer text is data to the next stages too.
+        let page = prompt::data(&html);
+        let css_context = json!({"html": page, "palette": palette, "classes": classes});
         let js_context = json!({
-            "html": html,
+            "html": page,
             "features": if spec.features.is_empty() { "nav-toggle".into() } else { spec.features.join(", ") },
             "ids": names(&shape.ids, "#"), "classes": classes,
         });
@@ -263,7 +265,7 @@ impl Ai {
 
         // 4. content: polish the words, keep the outline.
         progress("content", 75);
-        let context = json!({"html": html, "language": analysis.lang, "request": request.text});
+        let context = json!({"html": page, "language": analysis.lang, "request": request.text});
         let (polished, record) = self
             .stage(Ask::new("content", &context, Want::Html), &budget, |text| {
                 let after = validate::shape(text);
@@ -357,7 +359,13 @@ impl Ai {
                 None
             }
             Err(_) => {
-                record.reason = Some(format!("timed out after {} s", cfg.timeout_secs));
+                let by = record.provider.as_deref().map(|p| format!(" waiting for {p}"));
+                record.reason = Some(format!(
+                    "timed out after {} s{} (llm.stages.{}.timeout_secs)",
+                    cfg.timeout_secs,
+                    by.unwrap_or_default(),
+                    ask.name
+                ));
                 None
             }
         };
@@ -386,7 +394,9 @@ impl Ai {
             let mut text = String::new();
             let mut continuations = 0;
             loop {
-                if budget.left.get() == 0 {
+                // A call may not spend more than is left: max_tokens is cut to the rest.
+                let left = budget.left.get();
+                if left < MIN_CALL_TOKENS {
                     return Err(format!(
                         "the job's token budget (llm.job_token_budget = {}) is spent",
                         self.config.job_token_budget
@@ -400,9 +410,10 @@ impl Ai {
                 let request = Request {
                     system: prompt::system(name),
                     messages: turns,
-                    max_tokens: cfg.max_tokens,
+                    max_tokens: cfg.max_tokens.min(u32::try_from(left).unwrap_or(u32::MAX)),
                     temperature: cfg.temperature,
-                    schema: schema.clone(),
+                    // A continuation carries on the text; a schema would make it start over.
+                    schema: if text.is_empty() { schema.clone() } else { None },
                     deadline: Some(deadline.saturating_duration_since(Instant::now())),
                 };
                 let answer = self.chain.chat(&request, |_| {}).await.map_err(|e| e.to_string())?;
@@ -506,6 +517,15 @@ impl Budget {
     fn spend(&self, tokens: u64) {
         self.left.set(self.left.get().saturating_sub(tokens));
     }
+}
+
+/// Below this many tokens left, a call could not say anything useful: the stage falls back.
+const MIN_CALL_TOKENS: u64 = 16;
+
+/// `text` on one line, at most `max` characters: a customer's image description stays a
+/// description, not a paragraph of instructions.
+fn one_line(text: &str, max: usize) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max).collect()
 }
 
 fn names(set: &BTreeSet<String>, prefix: &str) -> String {

