@@ -54,6 +54,24 @@ pub struct Config {
     pub serve: ServeConfig,
     pub prune: PruneConfig,
     pub webhook: WebhookConfig,
+    pub push: PushConfig,
+}
+
+/// `build --once --push` and `prune --push`: how long to keep trying when other builders
+/// push to the same remote at the same time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Pushes after a first one that lost the race, each after a fetch and a replay.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one, with jitter.
+    pub backoff_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig { retries: 5, backoff_ms: 200 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,6 +437,7 @@ impl Default for Config {
             serve: ServeConfig::default(),
             prune: PruneConfig::default(),
             webhook: WebhookConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -715,6 +734,12 @@ impl Config {
         }
         if self.prune.retention_days == 0 {
             bad("prune.retention_days", "must be at least 1".into());
+        }
+        if self.push.retries > 100 {
+            bad("push.retries", "use 0 to 100".into());
+        }
+        if self.push.backoff_ms > 60_000 {
+            bad("push.backoff_ms", "use 0 to 60000 (a minute)".into());
         }
         let f = &self.finalize;
         if !(16..=10_000).contains(&f.max_image_px) {
@@ -1220,6 +1245,13 @@ prune:
   # Rewrite the branch to one commit after pruning, so pruned files leave
   # the history too.
   purge_history: {purge}
+
+# `build --once --push <remote>` and `prune --push <remote>`: when another
+# builder pushed first, fetch, replay our commits on top and push again, at
+# most this many times, waiting backoff_ms (doubling, with jitter) between.
+push:
+  retries: {push_retries}
+  backoff_ms: {push_backoff}
 "#,
         branch = d.branch,
         domain = d.base_domain,
@@ -1300,6 +1332,8 @@ prune:
         schedule = d.prune.schedule,
         retention = d.prune.retention_days,
         purge = d.prune.purge_history,
+        push_retries = d.push.retries,
+        push_backoff = d.push.backoff_ms,
     )
 }
 

@@ -65,6 +65,10 @@ enum Command {
         /// Watch the inbox and build submissions as they arrive.
         #[arg(long)]
         watch: bool,
+        /// Fetch the prototypes branch from this remote (name or URL) first, and push it back
+        /// with a lease after building; if another builder pushed meanwhile, replay and retry.
+        #[arg(long, value_name = "REMOTE", conflicts_with = "watch")]
+        push: Option<String>,
     },
     /// List pending, done, failed and rejected submissions.
     Status,
@@ -110,6 +114,10 @@ enum Command {
         /// Prune as if it were this time (RFC 3339, e.g. 2026-12-31T03:00:00Z); default: now.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
+        /// Fetch the prototypes branch from this remote first, and push the result back with
+        /// a lease (see `build --push`).
+        #[arg(long, value_name = "REMOTE", conflicts_with = "dry_run")]
+        push: Option<String>,
     },
     /// Give a prototype a new expiry, N days from now (metadata and page banner).
     Extend {
@@ -273,7 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", parsed.project_id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { once, watch } => {
+        Command::Build { once, watch, push } => {
             let ws = open()?;
             if watch {
                 let mut progress = LogProgress;
@@ -283,7 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if !once {
                     eprintln!("note: building once; use --watch to keep watching the inbox");
                 }
-                build_once(&ws)
+                build_once(&ws, push.as_deref())
             }
         }
         Command::Status => status(&open()?),
@@ -308,9 +316,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prune { dry_run, now } => {
+        Command::Prune { dry_run, now, push } => {
             let now = now.map(|t| parse_time("--now", &t)).transpose()?;
-            prune(&open()?, dry_run, now.unwrap_or_else(chrono::Utc::now))
+            prune(&open()?, dry_run, now.unwrap_or_else(chrono::Utc::now), push.as_deref())
         }
         Command::Extend { id, days } => {
             let ws = open()?;
@@ -373,7 +381,8 @@ fn finalize_file(
     Ok(ExitCode::SUCCESS)
 }
 
-fn build_once(ws: &Workspace) -> Result<ExitCode> {
+fn build_once(ws: &Workspace, push: Option<&str>) -> Result<ExitCode> {
+    let remote = push.map(|r| pull(ws, r)).transpose()?;
     let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(BarProgress::default())
     } else {
@@ -381,6 +390,10 @@ fn build_once(ws: &Workspace) -> Result<ExitCode> {
     };
     let (scan, reports) = builder::run_once(ws, progress.as_mut())?;
     print_summary(&scan, &reports);
+    // Failure records are commits too: push whatever was built.
+    if let Some(remote) = remote {
+        push_branch(ws, &remote, false)?;
+    }
     let failed =
         reports.iter().any(|r| builder::is_failure(&r.outcome)) || !scan.rejected.is_empty();
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -555,14 +568,95 @@ fn check(repo: &Path, config_path: Option<&Path>) -> Result<ExitCode> {
 
 /// `protoforge prune`: one pass, then the history purge if configured, under
 /// one builder lock.
-fn prune(ws: &Workspace, dry_run: bool, now: chrono::DateTime<chrono::Utc>) -> Result<ExitCode> {
+fn prune(
+    ws: &Workspace,
+    dry_run: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    push: Option<&str>,
+) -> Result<ExitCode> {
     use protoforge::prune;
     let _lock = ws.lock()?;
+    let remote = push.map(|r| pull(ws, r)).transpose()?;
     println!("{}", prune::prune_locked(ws, now, dry_run)?);
+    if let Some(remote) = &remote {
+        push_branch(ws, remote, false)?;
+    }
     if ws.config.prune.purge_history && !dry_run {
+        let before = ws.store.head()?;
         println!("{}", prune::purge_history_locked(ws)?);
+        if let Some(remote) = &remote
+            && ws.store.head()? != before
+            && let Err(e) = push_branch(ws, remote, true)
+        {
+            // The purge was made from a head the remote no longer has: take the remote's
+            // branch back (it holds everything we pushed above) and purge next time.
+            let (head, _) = remote.pull().context("cannot fetch after a failed purge")?;
+            if let Some(head) = head {
+                ws.store.fast_forward(ws.store.head()?, head)?;
+            }
+            eprintln!("warning: the purge was not pushed: {e:#}; it runs again next time");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fetch the branch from `remote` and bring it into the local one.
+fn pull<'w>(ws: &'w Workspace, remote: &str) -> Result<protoforge::publish::remote::Remote<'w>> {
+    use protoforge::publish::remote::{Integrated, Remote};
+    let sync = Remote::new(&ws.store, remote)?;
+    let start = std::time::Instant::now();
+    let (head, integrated) = sync.pull().with_context(|| {
+        format!("cannot bring in the {} branch of `{remote}`", ws.store.branch())
+    })?;
+    let what = match integrated {
+        Integrated::RemoteEmpty => "the remote has no such branch yet".to_owned(),
+        Integrated::Same => "up to date".to_owned(),
+        Integrated::FastForward => "fast-forwarded".to_owned(),
+        Integrated::Ahead { commits } => format!("{commits} local commit(s) not pushed yet"),
+        Integrated::Replayed(r) => format!("replayed {} local commit(s) on top", r.commits),
+    };
+    eprintln!(
+        "fetched {} from {remote} ({}) in {:.0} ms: {what}",
+        ws.store.branch(),
+        head.map_or_else(|| "none".to_owned(), |h| h.to_hex_with_len(12).to_string()),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(sync)
+}
+
+/// Push the branch to `remote` with a lease, replaying and retrying as configured.
+fn push_branch(
+    ws: &Workspace,
+    remote: &protoforge::publish::remote::Remote<'_>,
+    rewrite: bool,
+) -> Result<()> {
+    let options = protoforge::publish::remote::PushOptions {
+        retries: ws.config.push.retries,
+        backoff: Duration::from_millis(ws.config.push.backoff_ms),
+        rewrite,
+    };
+    let pushed = remote.push(options)?;
+    for path in &pushed.kept_theirs {
+        eprintln!("note: {path} was changed by another builder too; its version was kept");
+    }
+    match pushed.head {
+        None => eprintln!("nothing to push to {}", remote.remote()),
+        Some(head) => eprintln!(
+            "pushed {} to {} ({}) in {:.0} ms, {} tr{}{}",
+            ws.store.branch(),
+            remote.remote(),
+            head.to_hex_with_len(12),
+            pushed.duration.as_secs_f64() * 1000.0,
+            pushed.tries,
+            if pushed.tries == 1 { "y" } else { "ies" },
+            if pushed.replayed > 0 {
+                format!(", {} commit(s) replayed onto newer remote work", pushed.replayed)
+            } else {
+                String::new()
+            }
+        ),
+    }
+    Ok(())
 }
 
 /// An RFC 3339 time from a command-line flag.

@@ -30,6 +30,8 @@ use gix::objs::tree::{Entry, EntryKind, EntryRef};
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::{FullName, Target};
 
+pub mod remote;
+
 /// Keeps the object store packed by running `git gc --auto` in the background.
 ///
 /// Each commit leaves loose objects, and the flat `sites` tree (~47 bytes a
@@ -495,6 +497,201 @@ impl Store {
         Ok(commit)
     }
 
+    /// Re-make `ours` (oldest first) on top of `onto`, then move the branch from `expected` to
+    /// the last of them by compare-and-swap. Used when a remote moved while we built.
+    ///
+    /// Each commit is replayed as a tree edit, never a merge: the entries it changed against
+    /// its first parent, at most two levels down (`sites/<id>`, `failed/<hash>.json`), are set
+    /// to its values on the new base. Where the new base has a value that is neither ours
+    /// before the commit nor ours after it, someone else changed the entry too: theirs is kept
+    /// (first writer wins) and the path goes into [`Replayed::kept_theirs`]. A commit left
+    /// with no change is dropped. Authors and messages (with their trailers) are kept.
+    pub fn replay(
+        &self,
+        expected: Option<ObjectId>,
+        onto: ObjectId,
+        ours: &[ObjectId],
+    ) -> Result<Replayed, PublishError> {
+        let writer = Writer {
+            repo: &self.repo,
+            repo_path: &self.repo_path,
+            trees: &self.trees,
+            big_trees: &self.big_trees,
+        };
+        let read_err = |id: ObjectId| {
+            move |cause| PublishError::ReadObject {
+                repo: self.repo_path.clone(),
+                what: format!("commit {id}"),
+                cause,
+            }
+        };
+        let mut out = Replayed { head: onto, commits: 0, dropped: 0, kept_theirs: Vec::new() };
+        let mut tip_tree = commit_tree(&self.repo, onto)?;
+        let mut last_committer = None;
+        for &id in ours {
+            let commit = self.repo.find_commit(id).map_err(read_err(id))?;
+            let tree = commit.tree_id().map_err(read_err(id))?.detach();
+            let parent = commit.parent_ids().next().map(gix::Id::detach);
+            let before = parent.map(|p| commit_tree(&self.repo, p)).transpose()?;
+            let mut root = DirEdit { base: Some(tip_tree), changes: BTreeMap::new() };
+            let mut applied = 0;
+            for change in self.changed_entries(before, tree)? {
+                let theirs = self.entry_at(tip_tree, &change.path)?;
+                let path = change.path.join("/");
+                if theirs == change.after {
+                    continue;
+                }
+                if theirs != change.before {
+                    out.kept_theirs.push(path);
+                    continue;
+                }
+                let (leaf, parents) = change.path.split_last().expect("a changed entry has a path");
+                let mut dir = &mut root;
+                for name in parents {
+                    dir = writer.descend(dir, name)?;
+                }
+                let slot = match change.after {
+                    Some((kind, id)) => Slot::Entry(kind, id),
+                    None => Slot::Removed,
+                };
+                dir.changes.insert(leaf.as_str().into(), slot);
+                applied += 1;
+            }
+            if applied == 0 {
+                out.dropped += 1;
+                continue;
+            }
+            let new_tree = writer.write_dir(root, "")?.expect("the root tree is always written");
+            // Ours, so UTF-8; a stray byte is not worth failing a push over.
+            let message = commit.message_raw().map_err(read_err(id))?.to_str_lossy().into_owned();
+            let author = commit.author().map_err(|e| PublishError::Corrupt {
+                repo: self.repo_path.clone(),
+                what: format!("the author of commit {id} does not parse: {e}"),
+            })?;
+            let author = author.to_owned().map_err(|e| PublishError::Corrupt {
+                repo: self.repo_path.clone(),
+                what: format!("the author of commit {id} does not parse: {e}"),
+            })?;
+            let committer = signature(&self.committer, gix::date::Time::now_local_or_utc());
+            let (mut at, mut ct) = Default::default();
+            let new = self
+                .repo
+                .new_commit_as(
+                    committer.to_ref(&mut ct),
+                    author.to_ref(&mut at),
+                    message.as_str(),
+                    new_tree,
+                    [out.head],
+                )
+                .map_err(|cause| PublishError::WriteObject {
+                    repo: self.repo_path.clone(),
+                    what: format!("the replay of commit {id}"),
+                    cause,
+                })?
+                .id;
+            out.head = new;
+            out.commits += 1;
+            tip_tree = new_tree;
+            last_committer = Some(committer);
+        }
+        let committer = last_committer
+            .unwrap_or_else(|| signature(&self.committer, gix::date::Time::now_local_or_utc()));
+        let message = format!("replay {} commit(s) onto {onto}", out.commits);
+        if expected != Some(out.head) {
+            self.move_branch(expected, out.head, &message, &committer)?;
+        }
+        Ok(out)
+    }
+
+    /// The entries that differ between two root trees, at most two levels down: a directory
+    /// on either side (`sites`, `failed`) is compared entry by entry, anything else whole.
+    fn changed_entries(
+        &self,
+        before: Option<ObjectId>,
+        after: ObjectId,
+    ) -> Result<Vec<Changed>, PublishError> {
+        let a = self.entries(before)?;
+        let b = self.entries(Some(after))?;
+        let mut out = Vec::new();
+        for name in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let (va, vb) = (a.get(name).copied(), b.get(name).copied());
+            if va == vb {
+                continue;
+            }
+            let tree_or_none = |v: Option<(EntryKind, ObjectId)>| {
+                v.is_none_or(|(kind, _)| kind == EntryKind::Tree)
+            };
+            if tree_or_none(va) && tree_or_none(vb) {
+                let sub_a = self.entries(va.map(|(_, id)| id))?;
+                let sub_b = self.entries(vb.map(|(_, id)| id))?;
+                let names =
+                    sub_a.keys().chain(sub_b.keys()).collect::<std::collections::BTreeSet<_>>();
+                for child in names {
+                    let (ca, cb) = (sub_a.get(child).copied(), sub_b.get(child).copied());
+                    if ca != cb {
+                        out.push(Changed {
+                            path: vec![name.clone(), child.clone()],
+                            before: ca,
+                            after: cb,
+                        });
+                    }
+                }
+            } else {
+                out.push(Changed { path: vec![name.clone()], before: va, after: vb });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of a tree by name (none for no tree).
+    fn entries(
+        &self,
+        tree: Option<ObjectId>,
+    ) -> Result<BTreeMap<String, (EntryKind, ObjectId)>, PublishError> {
+        let mut out = BTreeMap::new();
+        let Some(tree) = tree else { return Ok(out) };
+        let data = self.trees.get(&self.repo, tree)?;
+        for entry in TreeRefIter::from_bytes(&data, self.repo.object_hash()) {
+            let entry = entry.map_err(|e| corrupt_tree(&self.repo, tree, e))?;
+            let name = entry.filename.to_str().map_err(|_| PublishError::Corrupt {
+                repo: self.repo_path.clone(),
+                what: format!("tree {tree} has an entry whose name is not UTF-8"),
+            })?;
+            out.insert(name.to_owned(), (entry.mode.kind(), entry.oid.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// The entry at `path` below the root tree `tree`.
+    fn entry_at(
+        &self,
+        tree: ObjectId,
+        path: &[String],
+    ) -> Result<Option<(EntryKind, ObjectId)>, PublishError> {
+        let mut current = (EntryKind::Tree, tree);
+        for name in path {
+            if current.0 != EntryKind::Tree {
+                return Ok(None);
+            }
+            match self.trees.find_entry(&self.repo, current.1, name.as_str().into())? {
+                Some(found) => current = found,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(current))
+    }
+
+    /// Move the branch from `expected` to `new`, an existing commit (a fast-forward to a
+    /// fetched head), by compare-and-swap.
+    pub fn fast_forward(
+        &self,
+        expected: Option<ObjectId>,
+        new: ObjectId,
+    ) -> Result<(), PublishError> {
+        let committer = signature(&self.committer, gix::date::Time::now_local_or_utc());
+        self.move_branch(expected, new, &format!("fast-forward to {new}"), &committer)
+    }
+
     /// The full name of the branch's ref, e.g. `refs/heads/prototypes`.
     pub fn ref_name(&self) -> &FullName {
         &self.ref_name
@@ -876,6 +1073,26 @@ fn validate_path(path: &str) -> Result<Vec<&str>, PublishError> {
         }
     }
     Ok(components)
+}
+
+/// What [`Store::replay`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The new tip, where the branch now points.
+    pub head: ObjectId,
+    /// Commits re-made on top of the new base.
+    pub commits: usize,
+    /// Commits left with nothing to change, and so dropped.
+    pub dropped: usize,
+    /// Paths both sides changed, where the other side's version was kept.
+    pub kept_theirs: Vec<String>,
+}
+
+/// One entry a commit changed, by path from the root.
+struct Changed {
+    path: Vec<String>,
+    before: Option<(EntryKind, ObjectId)>,
+    after: Option<(EntryKind, ObjectId)>,
 }
 
 /// An edit whose paths have been validated and split.
@@ -1446,6 +1663,69 @@ mod tests {
         assert!(!snap.exists("sites/beta-2").unwrap());
         assert_eq!(snap.read("sites/alpha-1").unwrap(), None, "a directory is not a file");
         assert_eq!(snap.read("sites/alpha-1/index.html/x").unwrap(), None);
+    }
+
+    /// Two writers built on the same head; ours is replayed on theirs as tree edits.
+    #[test]
+    fn replay_re_applies_our_entries_and_keeps_theirs_where_both_changed() {
+        let (tmp, store) = setup();
+        let dir = tmp.path();
+        let base =
+            store.commit(None, "base", &[put_dir("sites/a", &[("index.html", "a")])]).unwrap();
+        // Theirs: site b, and a new version of a.
+        let theirs = store
+            .commit(
+                Some(base),
+                "theirs",
+                &[
+                    put_dir("sites/b", &[("index.html", "b")]),
+                    put_dir("sites/a", &[("index.html", "a2")]),
+                ],
+            )
+            .unwrap();
+        // Ours, on the old base: site c, a failure record, our own version of a, then c again.
+        git_ok(dir, &["update-ref", "refs/heads/prototypes", &base.to_string()]);
+        let c1 = store
+            .commit(
+                Some(base),
+                "ours 1\n\nPrototype-Id: c\n",
+                &[
+                    put_dir("sites/c", &[("index.html", "c")]),
+                    TreeEdit::PutFile { path: "failed/x.json".into(), bytes: b"{}".to_vec() },
+                ],
+            )
+            .unwrap();
+        let c2 = store
+            .commit(Some(c1), "ours 2", &[put_dir("sites/a", &[("index.html", "ours")])])
+            .unwrap();
+        let c3 = store
+            .commit(Some(c2), "ours 3", &[put_dir("sites/c", &[("index.html", "c2")])])
+            .unwrap();
+
+        let r = store.replay(Some(c3), theirs, &[c1, c2, c3]).unwrap();
+        assert_eq!(store.head().unwrap(), Some(r.head));
+        assert_eq!((r.commits, r.dropped), (2, 1), "{r:?}");
+        assert_eq!(r.kept_theirs, ["sites/a"]);
+        let snap = store.snapshot().unwrap();
+        let read = |p: &str| snap.read(p).unwrap().map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(read("sites/a/index.html").as_deref(), Some("a2"));
+        assert_eq!(read("sites/b/index.html").as_deref(), Some("b"));
+        assert_eq!(read("sites/c/index.html").as_deref(), Some("c2"));
+        assert_eq!(read("failed/x.json").as_deref(), Some("{}"));
+        // A straight line on top of theirs, messages and trailers kept.
+        let log = git_ok(dir, &["log", "--format=%s|%P", "prototypes"]);
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(lines[0].starts_with("ours 3|") && lines[1].starts_with("ours 1|"), "{log}");
+        assert_eq!(lines[2], format!("theirs|{base}"));
+        assert!(
+            git_ok(dir, &["log", "-1", "--format=%B", "prototypes~1"]).contains("Prototype-Id: c")
+        );
+        fsck(dir);
+        // The branch moved meanwhile: a conflict, nothing changed.
+        let err = store.replay(Some(c3), theirs, &[c1]).unwrap_err();
+        assert!(matches!(err, PublishError::Conflict { .. }), "{err}");
+        assert_eq!(store.head().unwrap(), Some(r.head));
     }
 
     #[test]

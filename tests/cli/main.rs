@@ -12,6 +12,7 @@ mod finalize;
 mod invalid;
 mod llm;
 mod prune;
+mod push;
 mod serve;
 mod watch;
 mod webhook;
