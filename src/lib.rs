@@ -26,6 +26,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod export;
 pub mod finalize;
 pub mod inbox;
 pub mod llm;

@@ -97,13 +97,17 @@ enum Command {
         /// Project id, or the first 8+ characters of the submission hash.
         id: String,
     },
-    /// Write sites from the branch into a directory, to open in a browser.
+    /// Write the branch's sites as plain files, with nginx, Caddy and Netlify / Cloudflare
+    /// Pages configs that answer as `serve` does: for a static host or a CDN.
     Export {
-        /// Output directory (default: <repo>/preview).
-        #[arg(long, short)]
+        /// Output directory (default: <repo>/preview); its `public/` is the web root.
+        dir: Option<PathBuf>,
+        /// The same, as a flag.
+        #[arg(long, short, hide = true, conflicts_with = "dir")]
         out: Option<PathBuf>,
-        /// Project ids (default: every site).
-        ids: Vec<String>,
+        /// Export as if it were this time (RFC 3339): sites expired by then answer 410.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
     },
     /// Remove expired prototypes from the branch (one commit) and delete personal data older
     /// than prune.retention_days; then purge the history if prune.purge_history is set.
@@ -308,12 +312,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { out, ids } => {
+        Command::Export { dir, out, now } => {
             let ws = open()?;
-            let out = out.unwrap_or_else(|| ws.root.join("preview"));
-            for dir in builder::export(&ws, &out, &ids)? {
-                println!("{}", dir.join("index.html").display());
-            }
+            let now = now.map(|t| parse_time("--now", &t)).transpose()?;
+            let dir = dir.or(out).unwrap_or_else(|| ws.root.join("preview"));
+            let done = protoforge::export::export(
+                &ws.store,
+                &ws.config.base_domain,
+                &dir,
+                now.unwrap_or_else(chrono::Utc::now),
+            )
+            .with_context(|| format!("cannot export into {}", dir.display()))?;
+            println!(
+                "exported {} site(s), {} expired (410), {} file(s), {} KiB into {}",
+                done.sites.len(),
+                done.gone.len(),
+                done.files,
+                done.bytes.div_ceil(1024),
+                done.dir.display()
+            );
+            println!(
+                "web root: {}\nconfigs: nginx.conf (+ protoforge-common.conf), Caddyfile, \
+                 public/_headers and public/_redirects",
+                done.dir.join("public").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Prune { dry_run, now, push } => {

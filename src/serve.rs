@@ -1124,19 +1124,22 @@ fn metrics(shared: &Shared, head: &Head) -> Response<Full<Bytes>> {
     r
 }
 
-const NOT_FOUND_PAGE: &str = concat!(
+/// Shared with `export`, so that a static host answers alike.
+pub const NOT_FOUND_PAGE: &str = concat!(
     "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>Not found</title><style>",
     "body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#1f2933;background:#f8fafc}h1{font-size:1.5rem}",
     "</style></head><body><h1>Not found</h1><p>There is no prototype at this address. Check the link you were sent.</p></body></html>\n"
 );
 
-const GONE_PAGE: &str = concat!(
+/// Shared with `export`, so that a static host answers alike.
+pub const GONE_PAGE: &str = concat!(
     "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>Prototype expired</title><style>",
     "body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#1f2933;background:#f8fafc}h1{font-size:1.5rem}",
     "</style></head><body><h1>This prototype has expired</h1><p>This prototype expired on {date}. Ask us if you would like it back.</p></body></html>\n"
 );
 
-const FRONT_PAGE: &str = concat!(
+/// Shared with `export`, so that a static host answers alike.
+pub const FRONT_PAGE: &str = concat!(
     "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>protoforge</title><style>",
     "body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#1f2933;background:#f8fafc}h1{font-size:1.5rem}",
     "</style></head><body><h1>protoforge</h1><p>Prototypes live at their own addresses.</p>{sites}</body></html>\n"

@@ -72,9 +72,9 @@ fn sites() -> &'static Path {
                     .unwrap();
             }
             pf(&repo, &["build", "--once"]);
-            let preview = dir.path().join("preview");
-            pf(&repo, &["export", "--out", preview.to_str().unwrap()]);
-            (dir, preview)
+            let export = dir.path().join("export");
+            pf(&repo, &["export", export.to_str().unwrap()]);
+            (dir, export.join("public/prototypes"))
         })
         .1
 }
@@ -549,14 +549,17 @@ fn ai_site() -> (tempfile::TempDir, PathBuf) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let preview = dir.path().join("preview");
-    pf(&repo, &["export", "--out", preview.to_str().unwrap()]);
+    let export = dir.path().join("export");
+    pf(&repo, &["export", export.to_str().unwrap()]);
+    let preview = export.join("public/prototypes");
     let ids = site_ids(&preview);
     assert_eq!(ids.len(), 1);
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(preview.join(&ids[0]).join("metadata.json")).unwrap(),
-    )
-    .unwrap();
+    let meta = std::process::Command::new("git")
+        .current_dir(&repo)
+        .args(["show", &format!("prototypes:sites/{}/metadata.json", ids[0])])
+        .output()
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
     assert_eq!(meta["generator"]["mode"], "ai", "{:#}", meta["stages"]);
     (dir, preview)
 }

@@ -181,18 +181,32 @@ fn a_failed_job_is_recorded_and_retried() {
 }
 
 #[test]
-fn export_writes_sites_to_open_in_a_browser() {
+fn export_writes_sites_and_server_configs() {
     let repo = Repo::new();
     repo.write_inbox("a.yaml", "company: Export Co\ndescription: Export me.\n");
     let run = repo.build().ok();
     let id = &published_ids(&run.stdout)[0];
     let out = repo.path().join("preview");
-    repo.run(&["export", "--out", out.to_str().unwrap()]).ok();
-    let html = std::fs::read_to_string(out.join(id).join("index.html")).unwrap();
+    let run = repo.run(&["export", out.to_str().unwrap()]).ok();
+    assert!(run.stdout.contains("1 site(s)"), "{}", run.all());
+    let site = out.join("public/prototypes").join(id);
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
     assert!(html.contains("Export Co"));
-    assert!(out.join(id).join("styles.css").is_file());
-    let run = repo.run(&["export", "--out", out.to_str().unwrap(), "../escape"]);
-    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(site.join("styles.css").is_file());
+    assert!(!site.join("metadata.json").exists(), "the record is not published");
+    for config in ["nginx.conf", "protoforge-common.conf", "Caddyfile", "public/_headers"] {
+        assert!(out.join(config).is_file(), "{config}");
+    }
+    // 40 days on, the site has expired: not exported, answered with 410.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
+    let run = repo.run(&["export", out.to_str().unwrap(), "--now", &later]).ok();
+    assert!(run.stdout.contains("0 site(s)") && run.stdout.contains("1 expired"), "{}", run.all());
+    assert!(!site.exists(), "a re-export replaces public/");
+    assert!(std::fs::read_to_string(out.join("nginx.conf")).unwrap().contains(id.as_str()));
+    // A directory that is not an export is left alone.
+    let run = repo.run(&["export", repo.path().join("inbox").to_str().unwrap()]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("not a previous export"), "{}", run.all());
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod util;
 mod build;
 mod commands;
 mod crash;
+mod export;
 mod finalize;
 mod invalid;
 mod llm;
