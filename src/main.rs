@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a site repo: git repo, protoforge.yaml, inbox/, layouts/, prompts/, a sample workflow.
+    /// Create a site repo: git repo, protoforge.yaml, inbox/, layouts/, prompts/, workflows.
     Init {
         /// Directory to create or complete (default: the current one).
         dir: Option<PathBuf>,

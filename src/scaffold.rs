@@ -1,6 +1,6 @@
 //! `protoforge init`: creates a site repo with a commented config, an inbox,
-//! editable copies of the built-in layouts and prompts, and a sample
-//! GitHub Actions workflow.
+//! editable copies of the built-in layouts and prompts, and GitHub Actions
+//! workflows (check, build and push, prune, Pages).
 //!
 //! Invariants: it never overwrites a file that exists (a re-run fills in
 //! what is missing), and the repo is created with gix, not the git CLI.
@@ -22,37 +22,13 @@ const GITIGNORE: &str = "\
 /preview/
 ";
 
-const WORKFLOW: &str = r#"# Builds a prototype for every submission pushed to inbox/ and pushes the
-# result to the `prototypes` branch. The branch is the only state: a run that
-# is cancelled halfway is simply redone by the next one.
-name: protoforge
-on:
-  push:
-    branches: [main]
-    paths: ["inbox/**", "layouts/**", "prompts/**", "protoforge.yaml"]
-  workflow_dispatch:
-permissions:
-  contents: write
-concurrency:
-  group: protoforge-builder
-  cancel-in-progress: false
-jobs:
-  build:
-    runs-on: ubuntu-latest
-    timeout-minutes: 20
-    steps:
-      - uses: actions/checkout@v4
-        with:
-          fetch-depth: 0
-      - name: Fetch the prototypes branch
-        run: git fetch origin prototypes:prototypes || echo "no prototypes branch yet"
-      - name: Install protoforge
-        run: cargo install --locked protoforge
-      - name: Build pending submissions
-        run: protoforge build --once
-      - name: Publish
-        run: git push origin prototypes
-"#;
+/// GitHub Actions workflows for a site repo: check, build and push, prune, publish to Pages.
+pub const WORKFLOWS: &[(&str, &str)] = &[
+    ("ci.yml", include_str!("../init/workflows/ci.yml")),
+    ("build-prototypes.yml", include_str!("../init/workflows/build-prototypes.yml")),
+    ("prune.yml", include_str!("../init/workflows/prune.yml")),
+    ("pages.yml", include_str!("../init/workflows/pages.yml")),
+];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,10 +61,12 @@ pub fn init(dir: &Path) -> Result<Created, ScaffoldError> {
         (".gitignore".into(), GITIGNORE.as_bytes().to_vec()),
         ("inbox/README.md".into(), INBOX_README.as_bytes().to_vec()),
         ("inbox/attachments/.gitkeep".into(), Vec::new()),
-        (".github/workflows/protoforge.yml".into(), WORKFLOW.as_bytes().to_vec()),
         ("layouts/README.md".into(), LAYOUTS_README.as_bytes().to_vec()),
         ("prompts/README.md".into(), PROMPTS_README.as_bytes().to_vec()),
     ];
+    files.extend(
+        WORKFLOWS.iter().map(|(n, b)| (format!(".github/workflows/{n}"), b.as_bytes().to_vec())),
+    );
     files.extend(LAYOUTS.iter().map(|(n, b)| (format!("layouts/{n}"), b.to_vec())));
     files.extend(PROMPTS.iter().map(|(n, b)| (format!("prompts/{n}"), b.to_vec())));
     for (rel, bytes) in files {

@@ -152,8 +152,62 @@ impl<'s> Remote<'s> {
         Ok(found.and_then(|r| r.target().try_id().map(ToOwned::to_owned)))
     }
 
-    /// Fetch the remote's branch with gix; returns its head (None: no such branch there).
+    /// Fetch the remote's branch; returns its head (None: no such branch there).
+    ///
+    /// gix first. Where its transport cannot (an auth scheme it lacks, a helper it does not
+    /// run), `git fetch` takes over with the same refspec, and a warning names gix's error.
     pub fn fetch(&self) -> Result<Option<ObjectId>, RemoteError> {
+        match self.fetch_gix() {
+            Ok(head) => Ok(head),
+            Err(gix_error) => match self.fetch_git() {
+                Ok(head) => {
+                    tracing::warn!(remote = %self.remote, "gix could not fetch, git did: {gix_error}");
+                    Ok(head)
+                }
+                Err(git_error) => {
+                    tracing::debug!("git fetch failed too: {git_error}");
+                    Err(gix_error)
+                }
+            },
+        }
+    }
+
+    /// The fallback: `git fetch` into the tracking ref, then read it.
+    fn fetch_git(&self) -> Result<Option<ObjectId>, RemoteError> {
+        let remote_ref = format!("refs/heads/{}", self.store.branch());
+        let listed = Command::new("git")
+            .arg("-C")
+            .arg(self.store.repo_path())
+            .args(["ls-remote", "--heads", "--"])
+            .arg(&self.remote)
+            .arg(&remote_ref)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| self.fetch_error(format!("cannot run git: {e}")))?;
+        if !listed.status.success() {
+            return Err(self.fetch_error(last_lines(&String::from_utf8_lossy(&listed.stderr), 4)));
+        }
+        if String::from_utf8_lossy(&listed.stdout).trim().is_empty() {
+            self.set_tracking(None)?;
+            return Ok(None);
+        }
+        let fetched = Command::new("git")
+            .arg("-C")
+            .arg(self.store.repo_path())
+            .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--"])
+            .arg(&self.remote)
+            .arg(format!("+{remote_ref}:{}", self.tracking.as_bstr()))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| self.fetch_error(format!("cannot run git: {e}")))?;
+        if !fetched.status.success() {
+            return Err(self.fetch_error(last_lines(&String::from_utf8_lossy(&fetched.stderr), 4)));
+        }
+        self.tracked()
+    }
+
+    /// Fetch with gix's own transports.
+    fn fetch_gix(&self) -> Result<Option<ObjectId>, RemoteError> {
         use gix::remote::Direction;
         let repo = self.open()?;
         let err = |what: &str, e: &dyn std::fmt::Debug| self.fetch_error(format!("{what}: {e:?}"));

@@ -18,3 +18,4 @@ mod serve;
 mod watch;
 mod webhook;
 mod webhook_load;
+mod workflows;

@@ -288,3 +288,21 @@ fn prune_pushes_its_removals_with_the_same_lease() {
     assert!(run.stderr.contains("fast-forwarded"), "{}", run.stderr);
     assert!(a.sites().is_empty());
 }
+
+/// gix has no `ext::` transport (nor some auth schemes); `git fetch` takes over, and says so.
+#[test]
+fn a_remote_gix_cannot_reach_is_fetched_with_git() {
+    let origin = Origin::new();
+    let a = Repo::new();
+    a.git(&["config", "protocol.ext.allow", "always"]);
+    a.git(&["remote", "add", "shared", &format!("ext::%S {}", origin.url())]);
+    let examples = plain_examples();
+    put(&a, &examples[0]);
+    a.run(&["build", "--once", "--push", "shared"]).ok();
+    put(&a, &examples[1]);
+    let run = a.run(&["build", "--once", "--push", "shared"]).ok();
+    assert!(run.stderr.contains("gix could not fetch, git did"), "{}", run.stderr);
+    assert!(run.stderr.contains("'ext' protocol"), "gix's reason is named: {}", run.stderr);
+    assert_eq!(origin.sites().len(), 2);
+    origin.fsck();
+}
