@@ -87,7 +87,8 @@ fn build_once(n: usize) {
         bare(&origin);
         let a = tmp.path().join("a");
         site_repo(&a, n, "a");
-        let (t, _) = protoforge(&a, &["build", "--once", "--push", origin.to_str().expect("UTF-8")]);
+        let (t, _) =
+            protoforge(&a, &["build", "--once", "--push", origin.to_str().expect("UTF-8")]);
         with.push(ms(t));
         let b = tmp.path().join("b");
         site_repo(&b, n, "a");
@@ -132,7 +133,10 @@ fn growth() {
     let store = Store::open(&a, "prototypes", ident("Bench"), ident("Bench")).expect("store");
     let mut sites = 0;
     println!("\none new submission as the branch grows (median of {RUNS}):");
-    println!("{:>7}  {:>9}  {:>9}  {:>9}  {:>9}", "sites", "fetch ms", "push ms", "run ms", "pack MiB");
+    println!(
+        "{:>7}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "sites", "fetch ms", "push ms", "run ms", "pack MiB"
+    );
     for target in [100, 1_000, 10_000] {
         grow_to(&store, sites, target);
         sites = target;

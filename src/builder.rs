@@ -1254,15 +1254,56 @@ pub fn preflight(ws: &Workspace) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// One of `count` builders that share an inbox: each takes the submissions whose hash falls
+/// in its shard, so that they never build the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based, as `--shard 2/3` reads.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parse `I/N` (1 ≤ I ≤ N ≤ 1024).
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad =
+            || format!("`{text}` is not a shard; write it as I/N, e.g. 2/3 (1 ≤ I ≤ N ≤ 1024)");
+        let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count || count > 1024 {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the submission with this SHA-256 (hex) is this shard's: its first 32 bits,
+    /// modulo the number of shards. Uniform, and stable whatever else is in the inbox.
+    pub fn takes(&self, sha256: &str) -> bool {
+        let head = sha256.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok()).unwrap_or(0);
+        head % self.count == self.index - 1
+    }
+}
+
 /// Process every pending job of one scan, oldest first.
 pub fn run_once(
     ws: &Workspace,
     progress: &mut dyn Progress,
 ) -> Result<(Scan, Vec<JobReport>), BuildError> {
+    run_shard(ws, progress, None)
+}
+
+/// [`run_once`] for one shard of the inbox (None: all of it).
+pub fn run_shard(
+    ws: &Workspace,
+    progress: &mut dyn Progress,
+    shard: Option<Shard>,
+) -> Result<(Scan, Vec<JobReport>), BuildError> {
     let _lock = ws.lock()?;
     preflight(ws)?;
     let scan = scan(ws, true)?;
-    let pending: Vec<&Job> = scan.pending().collect();
+    let pending: Vec<&Job> =
+        scan.pending().filter(|j| shard.is_none_or(|s| s.takes(&j.parsed.sha256))).collect();
     progress.start(pending.len());
     let mut reports = Vec::new();
     let mut housekeeping = ws.housekeeping();
@@ -1456,5 +1497,27 @@ impl JobOutcome {
             | JobOutcome::Failed { project_id, .. }
             | JobOutcome::Deferred { project_id, .. } => project_id,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_hashes_between_them() {
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0", "1/2000"] {
+            assert!(Shard::parse(bad).unwrap_err().contains("I/N"), "{bad}");
+        }
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
+        let mut sizes = [0; 3];
+        for n in 0..3000u64 {
+            let sha = format!("{:016x}{:048x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15), n);
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].takes(&sha)).collect();
+            assert_eq!(owners.len(), 1, "exactly one shard takes {sha}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&s| s > 800), "{sizes:?}");
     }
 }

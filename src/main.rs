@@ -69,6 +69,10 @@ enum Command {
         /// with a lease after building; if another builder pushed meanwhile, replay and retry.
         #[arg(long, value_name = "REMOTE", conflicts_with = "watch")]
         push: Option<String>,
+        /// Build only this shard of the inbox, `I/N` (1-based): the submissions whose hash
+        /// modulo N is I-1, so that N builders (a CI matrix) never build the same one.
+        #[arg(long, value_name = "I/N", conflicts_with = "watch", value_parser = builder::Shard::parse)]
+        shard: Option<builder::Shard>,
     },
     /// List pending, done, failed and rejected submissions.
     Status,
@@ -285,7 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", parsed.project_id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { once, watch, push } => {
+        Command::Build { once, watch, push, shard } => {
             let ws = open()?;
             if watch {
                 let mut progress = LogProgress;
@@ -295,7 +299,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if !once {
                     eprintln!("note: building once; use --watch to keep watching the inbox");
                 }
-                build_once(&ws, push.as_deref())
+                build_once(&ws, push.as_deref(), shard)
             }
         }
         Command::Status => status(&open()?),
@@ -403,14 +407,18 @@ fn finalize_file(
     Ok(ExitCode::SUCCESS)
 }
 
-fn build_once(ws: &Workspace, push: Option<&str>) -> Result<ExitCode> {
+fn build_once(
+    ws: &Workspace,
+    push: Option<&str>,
+    shard: Option<builder::Shard>,
+) -> Result<ExitCode> {
     let remote = push.map(|r| pull(ws, r)).transpose()?;
     let mut progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(BarProgress::default())
     } else {
         Box::new(LogProgress)
     };
-    let (scan, reports) = builder::run_once(ws, progress.as_mut())?;
+    let (scan, reports) = builder::run_shard(ws, progress.as_mut(), shard)?;
     print_summary(&scan, &reports);
     // Failure records are commits too: push whatever was built.
     if let Some(remote) = remote {

@@ -306,3 +306,49 @@ fn a_remote_gix_cannot_reach_is_fetched_with_git() {
     assert_eq!(origin.sites().len(), 2);
     origin.fsck();
 }
+
+/// docs/scaling.md's set-up: N builders over one inbox, each its own shard, all pushing to one
+/// remote. Every submission is built exactly once.
+#[test]
+fn sharded_builders_over_one_inbox_build_each_submission_once() {
+    let origin = Origin::new();
+    let first = Repo::new();
+    let builders: Vec<Repo> =
+        std::iter::once(first).chain((0..2).map(|_| Repo::new())).collect::<Vec<_>>();
+    let config = std::fs::read(builders[0].path().join("protoforge.yaml")).unwrap();
+    let examples = plain_examples();
+    for b in &builders {
+        std::fs::write(b.path().join("protoforge.yaml"), &config).unwrap();
+        for e in &examples {
+            put(b, e);
+        }
+    }
+    let children: Vec<_> = builders
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            command(b.path())
+                .args(["build", "--once", "--push", &origin.url(), "--shard"])
+                .arg(format!("{}/3", i + 1))
+                .env("PROTOFORGE_PUSH__BACKOFF_MS", "20")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut built = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        built.extend(crate::util::published_ids(&String::from_utf8_lossy(&out.stdout)));
+    }
+    built.sort();
+    let mut unique = built.clone();
+    unique.dedup();
+    assert_eq!(built, unique, "no submission was built twice");
+    assert_eq!(built.len(), examples.len());
+    assert_eq!(origin.sites(), built);
+    assert_eq!(origin.trailer_ids(), built);
+    origin.fsck();
+}
