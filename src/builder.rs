@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, ConfigError};
 use crate::finalize::{self, Budget, ColorPair, Direction, PageOptions, SiteOptions};
-use crate::inbox::{Inbox, InboxError, Job};
+use crate::inbox::{self, Inbox, InboxError, Job};
 use crate::publish::{Housekeeping, Identity, PublishError, Snapshot, Store, TreeEdit};
 use crate::stages::{self, StageRecord};
 use crate::submission::{is_project_id, is_sha256};
@@ -468,6 +468,8 @@ struct Cached {
     job: Job,
     /// Its attachments were resolved (done once, for pending jobs).
     resolved: bool,
+    /// Its commit time was looked up (done once, for files without `submitted_at`).
+    dated: bool,
     seen: u64,
 }
 
@@ -533,7 +535,14 @@ impl Scanner {
             if !fresh {
                 match ws.inbox.load_unchecked(path) {
                     Ok(job) => {
-                        let c = Cached { mtime, len, job, resolved: false, seen: generation };
+                        let c = Cached {
+                            mtime,
+                            len,
+                            job,
+                            resolved: false,
+                            dated: false,
+                            seen: generation,
+                        };
                         self.parsed.insert(path.clone(), c);
                     }
                     Err(InboxError::Invalid(e)) => {
@@ -604,6 +613,20 @@ impl Scanner {
         }
         // Forget files that are gone (or were left for the next scan).
         self.parsed.retain(|_, c| c.seen == generation);
+        // A file without `submitted_at` is as old as the commit that brought it, not as its
+        // checkout (in CI every file has the same modification time).
+        if self.date_by_commits(ws) {
+            for (job, _) in &mut out.jobs {
+                if let Some(c) = self.parsed.get(&job.path) {
+                    job.submitted_at = c.job.submitted_at;
+                }
+            }
+            for (at, path) in &mut queue {
+                if let Some(c) = self.parsed.get(path) {
+                    *at = c.job.submitted_at;
+                }
+            }
+        }
         // Oldest first; the file name breaks ties so the order is total.
         out.jobs.sort_by(|(a, _), (b, _)| {
             a.submitted_at.cmp(&b.submitted_at).then_with(|| a.path.cmp(&b.path))
@@ -620,6 +643,41 @@ impl Scanner {
         ws.board.set_pending(out.pending().map(Job::file_name).collect());
         self.pending_at = snapshot.commit_id();
         Ok(out)
+    }
+}
+
+impl Scanner {
+    /// Give the files without `submitted_at` that are not dated yet their commit time (see
+    /// [`inbox::committed_at`]); true if any was looked up.
+    fn date_by_commits(&mut self, ws: &Workspace) -> bool {
+        let undated: Vec<PathBuf> = self
+            .parsed
+            .iter()
+            .filter(|(_, c)| !c.dated && c.job.parsed.submission.submitted_at.is_none())
+            .map(|(p, _)| p.clone())
+            .collect();
+        if undated.is_empty() {
+            return false;
+        }
+        let mut wanted = Vec::new();
+        for path in &undated {
+            let blob = std::fs::read(path).ok().and_then(|bytes| {
+                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &bytes).ok()
+            });
+            if let Some(blob) = blob {
+                wanted.push((file_name(path), blob));
+            }
+        }
+        let times = inbox::committed_at(&ws.root, &ws.config.inbox_dir, &wanted);
+        for path in undated {
+            if let Some(c) = self.parsed.get_mut(&path) {
+                c.dated = true;
+                if let Some(at) = times.get(&file_name(&path)) {
+                    c.job.submitted_at = *at;
+                }
+            }
+        }
+        true
     }
 }
 

@@ -9,7 +9,11 @@
 //! - nothing is ever deleted: an invalid file moves to `inbox/rejected/` with
 //!   `<name>.error.txt` beside it, and a name clash gets a numbered name;
 //! - an attachment is read only if it resolves, symlinks followed, to a
-//!   regular file inside `inbox/attachments/`.
+//!   regular file inside `inbox/attachments/`;
+//! - a submission without `submitted_at` is as old as the commit that brought
+//!   its current content (when the file is committed as it is on disk), else
+//!   as its file: a checkout in CI gives every file the same modification
+//!   time, and oldest-first must still hold.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -400,6 +404,68 @@ pub fn sync_dir(dir: &Path) -> Result<(), InboxError> {
 pub fn file_name_for(parsed: &Parsed, now: DateTime<Utc>) -> String {
     let at = parsed.submission.submitted_at.unwrap_or(now);
     format!("{}-{}.yaml", at.format("%Y%m%dT%H%M%SZ"), parsed.project_id)
+}
+
+/// How far back [`committed_at`] looks: enough for any inbox, bounded for any history.
+const MAX_COMMITS_WALKED: usize = 10_000;
+
+/// When each file in `wanted` (a name in the inbox, and the blob id of its bytes on disk)
+/// got that content on `HEAD` of the repo at `repo_root`: the time of the oldest commit of the
+/// unbroken run, walking back along first parents, in which `inbox_rel/<name>` holds that blob.
+/// Files not committed as they are on disk are left out, as is everything when the repo has
+/// no `HEAD` yet. Errors are logged and give no times: the order then falls back to the files'.
+pub fn committed_at(
+    repo_root: &Path,
+    inbox_rel: &Path,
+    wanted: &[(String, gix::ObjectId)],
+) -> std::collections::HashMap<String, DateTime<Utc>> {
+    let mut found = std::collections::HashMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let mut walk = || -> Result<(), String> {
+        let repo = gix::open(repo_root).map_err(|e| format!("{e:?}"))?;
+        let Ok(head) = repo.head_id() else { return Ok(()) };
+        let dir: Vec<String> = inbox_rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .filter(|c| c != ".")
+            .collect();
+        let mut open: std::collections::HashMap<&str, gix::ObjectId> =
+            wanted.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        let mut commit = Some(head.detach());
+        let mut walked = 0;
+        while let Some(id) = commit.take() {
+            if open.is_empty() || walked == MAX_COMMITS_WALKED {
+                break;
+            }
+            walked += 1;
+            let c = repo.find_commit(id).map_err(|e| format!("{e:?}"))?;
+            let time = c.time().map_err(|e| format!("{e:?}"))?;
+            let at = DateTime::<Utc>::from_timestamp(time.seconds, 0).unwrap_or_default();
+            let tree = c.tree().map_err(|e| format!("{e:?}"))?;
+            let mut path = dir.clone();
+            open.retain(|name, blob| {
+                path.push((*name).to_owned());
+                let entry = tree.lookup_entry(path.iter().map(String::as_str)).ok().flatten();
+                path.pop();
+                if entry.is_some_and(|e| e.object_id() == *blob) {
+                    // Still this content: it is at least as old as this commit.
+                    found.insert((*name).to_owned(), at);
+                    true
+                } else {
+                    false
+                }
+            });
+            commit = c.parent_ids().next().map(gix::Id::detach);
+        }
+        Ok(())
+    };
+    if let Err(e) = walk() {
+        tracing::warn!("cannot read the inbox's history ({e}); ordering by file time");
+        found.clear();
+    }
+    found
 }
 
 #[cfg(test)]

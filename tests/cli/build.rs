@@ -133,6 +133,68 @@ fn oldest_submission_is_built_first() {
     );
 }
 
+/// Files without `submitted_at`, committed by developers: a checkout gives them all one
+/// modification time, so their commit time orders them, not their names or mtimes.
+#[test]
+fn committed_submissions_without_a_date_are_built_in_commit_order() {
+    let repo = Repo::new();
+    let commit = |file: &str, text: &str, date: &str| {
+        repo.write_inbox(file, text);
+        repo.git(&["add", &format!("inbox/{file}")]);
+        let out = std::process::Command::new("git")
+            .current_dir(repo.path())
+            .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+            .args(["commit", "--quiet", "-m", &format!("Add {file}")])
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    commit("b.yaml", "company: First Co\ndescription: committed first\n", "2026-11-01T10:00:00Z");
+    commit("a.yaml", "company: Second Co\ndescription: committed second\n", "2026-11-02T10:00:00Z");
+    commit("c.yaml", "company: Third Co\ndescription: committed third\n", "2026-11-03T10:00:00Z");
+    // A later edit of c dates it from its own commit.
+    commit(
+        "c.yaml",
+        "company: Third Co\ndescription: committed third, edited\n",
+        "2026-11-04T10:00:00Z",
+    );
+    // The checkout's times say the opposite of the commits: c oldest, b newest.
+    for (i, f) in ["c.yaml", "a.yaml", "b.yaml"].iter().enumerate() {
+        let t = std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(1_700_000_000 + i as u64 * 60);
+        std::fs::File::options()
+            .write(true)
+            .open(repo.inbox().join(f))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    // An uncommitted file keeps its file time (the oldest of all here).
+    repo.write_inbox("d.yaml", "company: Local Co\ndescription: not committed\n");
+    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(repo.inbox().join("d.yaml"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    repo.build().ok();
+    let log = repo.git(&[
+        "log",
+        "--reverse",
+        "--format=%(trailers:key=Prototype-Id,valueonly)",
+        "prototypes",
+    ]);
+    let order: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let prefixes = ["local-co-", "first-co-", "second-co-", "third-co-"];
+    assert_eq!(order.len(), 4);
+    for (id, prefix) in order.iter().zip(prefixes) {
+        assert!(id.starts_with(prefix), "{order:?}");
+    }
+}
+
 #[test]
 fn the_same_submission_twice_gives_one_site() {
     let repo = Repo::new();
