@@ -352,3 +352,62 @@ fn sharded_builders_over_one_inbox_build_each_submission_once() {
     assert_eq!(origin.trailer_ids(), built);
     origin.fsck();
 }
+
+/// What a GitHub Actions run sees: a developer pushed `inbox/acme.yaml` to `main`, and the run
+/// starts from a fresh clone (the branch `main` checked out, `prototypes` only as
+/// `origin/prototypes`).
+#[test]
+fn a_fresh_clone_builds_what_a_developer_pushed() {
+    let origin = Origin::new();
+    let dev = Repo::new();
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let examples = plain_examples();
+    put(&dev, &examples[0]);
+    git(dev.path(), &["add", "-A"]);
+    git(dev.path(), &["commit", "--quiet", "-m", "Add a submission"]);
+    git(dev.path(), &["push", "--quiet", &origin.url(), "main"]);
+
+    let runs = tempfile::tempdir().unwrap();
+    let ci = |n: usize| {
+        let dir = runs.path().join(format!("run-{n}"));
+        let to = dir.to_str().unwrap();
+        git(
+            runs.path(),
+            &["clone", "--quiet", "--no-local", "--branch", "main", &origin.url(), to],
+        );
+        let run = command(&dir).args(["build", "--once", "--push", "origin"]).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert!(run.status.success(), "run {n}: {err}");
+        (dir, String::from_utf8_lossy(&run.stdout).into_owned(), err)
+    };
+    let (_, out, _) = ci(1);
+    assert_eq!(crate::util::published_ids(&out).len(), 1, "{out}");
+    assert_eq!(origin.sites().len(), 1);
+
+    // The next push to main adds one more; the next run builds only that one.
+    put(&dev, &examples[1]);
+    git(dev.path(), &["add", "-A"]);
+    git(dev.path(), &["commit", "--quiet", "-m", "Add another"]);
+    git(dev.path(), &["push", "--quiet", &origin.url(), "main"]);
+    let (dir, out, err) = ci(2);
+    assert_eq!(crate::util::published_ids(&out).len(), 1, "{out}\n{err}");
+    assert!(err.contains("fast-forwarded"), "{err}");
+    assert_eq!(origin.sites().len(), 2);
+    // The run's checkout of main is untouched: the sites live only on the branch.
+    let status =
+        Command::new("git").current_dir(&dir).args(["status", "--porcelain"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    origin.fsck();
+}
