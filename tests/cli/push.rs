@@ -411,3 +411,80 @@ fn a_fresh_clone_builds_what_a_developer_pushed() {
     );
     origin.fsck();
 }
+
+/// `prune.purge_history` with `--push`: the rewritten branch replaces exactly the head it was
+/// made from, with the same lease.
+#[test]
+fn a_purged_history_is_pushed_with_the_lease() {
+    let origin = Origin::new();
+    let a = Repo::new();
+    let examples = plain_examples();
+    put(&a, &examples[0]);
+    put(&a, &examples[1]);
+    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    assert_eq!(origin.git(&["rev-list", "--count", "prototypes"]).trim(), "2");
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
+    let run = a
+        .run_env(
+            &["prune", "--now", &later, "--push", &origin.url()],
+            &[("PROTOFORGE_PRUNE__PURGE_HISTORY", "true")],
+        )
+        .ok();
+    assert!(run.stderr.matches("pushed prototypes").count() == 2, "{}", run.all());
+    assert!(origin.sites().is_empty());
+    assert_eq!(origin.git(&["rev-list", "--count", "prototypes"]).trim(), "1", "one root commit");
+    assert_eq!(origin.head(), Some(a.git(&["rev-parse", "prototypes"]).trim().to_owned()));
+    origin.fsck();
+    a.fsck();
+}
+
+/// A purge whose push loses the race is dropped, not forced: the remote keeps the other
+/// writer's commit, the local branch takes the remote's back, and the purge runs next time.
+#[test]
+fn a_purge_that_loses_the_race_is_dropped_not_forced() {
+    let origin = Origin::new();
+    let a = Repo::new();
+    let examples = plain_examples();
+    put(&a, &examples[0]);
+    put(&a, &examples[1]);
+    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    // Another writer moves the branch whenever a push would rewrite it.
+    let hook = origin.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        r#"#!/bin/sh
+while read old new ref; do
+  # The pushed objects are only visible inside the quarantine: ask before leaving it.
+  if ! git merge-base --is-ancestor "$old" "$new"; then
+    (
+      unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+      tree=$(git rev-parse "$old^{tree}")
+      moved=$(echo "another writer" | git -c user.name=O -c user.email=o@example.com commit-tree "$tree" -p "$old")
+      git update-ref "$ref" "$moved" "$old"
+    )
+  fi
+done
+exit 0
+"#,
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
+    let run = a
+        .run_env(
+            &["prune", "--now", &later, "--push", &origin.url()],
+            &[("PROTOFORGE_PRUNE__PURGE_HISTORY", "true")],
+        )
+        .ok();
+    assert!(run.stderr.contains("the purge was not pushed"), "{}", run.all());
+    let subjects = origin.git(&["log", "--format=%s", "prototypes"]);
+    assert!(subjects.starts_with("another writer\n"), "{subjects}");
+    assert!(origin.sites().is_empty(), "the prune itself was pushed");
+    assert_eq!(a.git(&["rev-parse", "prototypes"]).trim(), origin.head().unwrap());
+    origin.fsck();
+    a.fsck();
+}
