@@ -659,15 +659,10 @@ impl Scanner {
         if undated.is_empty() {
             return false;
         }
-        let mut wanted = Vec::new();
-        for path in &undated {
-            let blob = std::fs::read(path).ok().and_then(|bytes| {
-                gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &bytes).ok()
-            });
-            if let Some(blob) = blob {
-                wanted.push((file_name(path), blob));
-            }
-        }
+        let wanted: Vec<(String, Vec<u8>)> = undated
+            .iter()
+            .filter_map(|path| Some((file_name(path), std::fs::read(path).ok()?)))
+            .collect();
         let times = inbox::committed_at(&ws.root, &ws.config.inbox_dir, &wanted);
         for path in undated {
             if let Some(c) = self.parsed.get_mut(&path) {

@@ -13,8 +13,9 @@
 //!   `_headers` too; its `_redirects` cannot answer 410, so expired sites answer 404 there).
 //!
 //! Invariants:
-//! - It writes only below the directory: site ids are checked as project ids, and file paths
-//!   come from a branch whose every path was validated when it was committed.
+//! - It writes only below the directory: site ids are checked as project ids, and every file
+//!   path must be plain and relative (the branch may come from a remote, so its names are
+//!   checked again).
 //! - `metadata.json` is never exported (it is the site's record, not part of it).
 //! - A site whose `expires_at` has passed at export time is not exported; the configs answer
 //!   410 for it. One that expires later is served until the next export: re-export on the
@@ -63,12 +64,57 @@ pub struct Exported {
     pub commit: Option<String>,
 }
 
+/// How to export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// For a host that sends no headers of ours (GitHub Pages): the CSP goes into every page
+    /// as a `<meta>` element, and `_headers` / `_redirects` are left out.
+    pub meta_csp: bool,
+}
+
+/// The CSP as a `<meta>` can carry it: `frame-ancestors` works only as a header.
+fn meta_csp() -> String {
+    let policy: Vec<&str> = serve::CSP
+        .split(';')
+        .map(str::trim)
+        .filter(|d| !d.starts_with("frame-ancestors"))
+        .collect();
+    format!(r#"<meta http-equiv="Content-Security-Policy" content="{}">"#, policy.join("; "))
+}
+
+/// `page` with the CSP `<meta>` first in its head.
+///
+/// SECURITY: on a host that cannot send the header, this is what keeps a page that finalize
+/// let through from loading or sending anything off-site.
+fn with_meta_csp(page: &[u8]) -> Vec<u8> {
+    use lol_html::html_content::ContentType;
+    let meta = meta_csp();
+    let mut out = Vec::with_capacity(page.len() + meta.len());
+    let mut rewriter = lol_html::HtmlRewriter::new(
+        lol_html::Settings::new().append_element_content_handler(lol_html::element!(
+            "head",
+            |el| {
+                el.prepend(&meta, ContentType::Html);
+                Ok(())
+            }
+        )),
+        |chunk: &[u8]| out.extend_from_slice(chunk),
+    );
+    let done = rewriter.write(page).and_then(|()| rewriter.end());
+    match done {
+        Ok(()) => out,
+        // Finalized pages always parse; should one not, it goes out with the meta in front.
+        Err(_) => [meta.as_bytes(), page].concat(),
+    }
+}
+
 /// Export the sites of `store`'s branch head into `dir`, as of `now`.
 pub fn export(
     store: &Store,
     base_domain: &str,
     dir: &Path,
     now: DateTime<Utc>,
+    options: Options,
 ) -> Result<Exported, ExportError> {
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -88,7 +134,9 @@ pub fn export(
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        std::fs::write(path, bytes).map_err(io(path))?;
+        let page = path.extension().is_some_and(|e| e == "html" || e == "htm");
+        let bytes = if options.meta_csp && page { with_meta_csp(bytes) } else { bytes.to_vec() };
+        std::fs::write(path, &bytes).map_err(io(path))?;
         out.files += 1;
         out.bytes += bytes.len() as u64;
         Ok(())
@@ -122,6 +170,13 @@ pub fn export(
             if rel == "metadata.json" || rel.split('/').any(|s| s.starts_with('.')) {
                 continue;
             }
+            // SECURITY: path traversal. The branch may come from a remote, so its names are
+            // not trusted: an absolute or empty component would make `join` leave the
+            // directory.
+            if !is_plain_relative(&rel) {
+                tracing::warn!(site = %id, path = %rel.escape_debug(), "not a plain relative path; skipped");
+                continue;
+            }
             write(&public.join("prototypes").join(&id).join(&rel), &bytes, &mut out)?;
         }
         out.sites.push(id);
@@ -139,17 +194,27 @@ pub fn export(
         store.branch()
     );
     let common = dir.join("protoforge-common.conf");
-    let configs = [
+    let mut configs = vec![
         (dir.join("nginx.conf"), nginx(base_domain, &public, &common, &gone_dates, &header)),
         (common.clone(), nginx_common(&public, &header)),
         (dir.join("Caddyfile"), caddy(base_domain, &public, &out.gone, &header)),
-        (public.join("_headers"), netlify_headers(&header)),
-        (public.join("_redirects"), netlify_redirects(&out.gone, &header)),
     ];
+    if !options.meta_csp {
+        configs.push((public.join("_headers"), netlify_headers(&header)));
+        configs.push((public.join("_redirects"), netlify_redirects(&out.gone, &header)));
+    }
     for (path, text) in configs {
         write(&path, text.as_bytes(), &mut out)?;
     }
     Ok(out)
+}
+
+/// `a/b.png`: only normal components, none empty, no backslash, NUL or drive prefix.
+fn is_plain_relative(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains(['\\', '\0', ':'])
+        && rel.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Make `dir` ready: created if missing; a previous export's `public/` removed; anything else
@@ -308,6 +373,11 @@ server {{
 
     # In the locations, not the server: the 410 page itself is an internal redirect.
     location / {{
+        # SECURITY: should this block become the default server, a host it did not match
+        # leaves $site empty, and the root would be every site's parent.
+        if ($site = "") {{
+            return 404;
+        }}
         if ($protoforge_gone) {{
             return 410;
         }}
@@ -463,6 +533,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_meta_csp_goes_first_in_the_head() {
+        let page = b"<!DOCTYPE html><html><head><title>x</title></head><body></body></html>";
+        let out = String::from_utf8(with_meta_csp(page)).unwrap();
+        assert!(out.starts_with(r#"<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="default-src 'self';"#), "{out}");
+        assert!(!out.contains("frame-ancestors") && out.contains("connect-src 'none'"));
+    }
+
+    #[test]
     fn the_nginx_config_names_the_domain_and_the_expired_sites() {
         let public = Path::new("/srv/x/public");
         let conf = nginx(
@@ -478,6 +556,12 @@ mod tests {
         assert!(conf.contains(r#"server_name "~^(?<site>"#) && conf.contains(r"\.example\.com$"));
         assert!(conf.contains("    a-1 2026-01-01;"));
         assert_eq!(regex_escape("a.b-c"), r"a\.b-c");
+        for good in ["index.html", "assets/images/a.png"] {
+            assert!(is_plain_relative(good), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "a//b", "../x", "a/../b", "a\\b", "c:x", "./a", "a/"] {
+            assert!(!is_plain_relative(bad), "{bad}");
+        }
         assert_eq!(quote(r#"a"b\"#), r#""a\"b\\""#);
     }
 }

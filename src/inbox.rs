@@ -409,15 +409,15 @@ pub fn file_name_for(parsed: &Parsed, now: DateTime<Utc>) -> String {
 /// How far back [`committed_at`] looks: enough for any inbox, bounded for any history.
 const MAX_COMMITS_WALKED: usize = 10_000;
 
-/// When each file in `wanted` (a name in the inbox, and the blob id of its bytes on disk)
-/// got that content on `HEAD` of the repo at `repo_root`: the time of the oldest commit of the
+/// When each file in `wanted` (a name in the inbox, and its bytes on disk) got that content
+/// on `HEAD` of the repo at `repo_root`: the time of the oldest commit of the
 /// unbroken run, walking back along first parents, in which `inbox_rel/<name>` holds that blob.
 /// Files not committed as they are on disk are left out, as is everything when the repo has
 /// no `HEAD` yet. Errors are logged and give no times: the order then falls back to the files'.
 pub fn committed_at(
     repo_root: &Path,
     inbox_rel: &Path,
-    wanted: &[(String, gix::ObjectId)],
+    wanted: &[(String, Vec<u8>)],
 ) -> std::collections::HashMap<String, DateTime<Utc>> {
     let mut found = std::collections::HashMap::new();
     if wanted.is_empty() {
@@ -431,8 +431,17 @@ pub fn committed_at(
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .filter(|c| c != ".")
             .collect();
-        let mut open: std::collections::HashMap<&str, gix::ObjectId> =
-            wanted.iter().map(|(n, id)| (n.as_str(), *id)).collect();
+        let kind = repo.object_hash();
+        let mut open: std::collections::HashMap<&str, gix::ObjectId> = wanted
+            .iter()
+            .filter_map(|(n, bytes)| {
+                let id = gix::objs::compute_hash(kind, gix::objs::Kind::Blob, bytes).ok()?;
+                Some((n.as_str(), id))
+            })
+            .collect();
+        // The inbox's tree in the commit walked before: where it is the same, so is every
+        // file in it, and the lookups are skipped.
+        let mut last_dir: Option<gix::ObjectId> = None;
         let mut commit = Some(head.detach());
         let mut walked = 0;
         while let Some(id) = commit.take() {
@@ -444,6 +453,22 @@ pub fn committed_at(
             let time = c.time().map_err(|e| format!("{e:?}"))?;
             let at = DateTime::<Utc>::from_timestamp(time.seconds, 0).unwrap_or_default();
             let tree = c.tree().map_err(|e| format!("{e:?}"))?;
+            let dir_id = if dir.is_empty() {
+                Some(tree.id)
+            } else {
+                tree.lookup_entry(dir.iter().map(String::as_str))
+                    .ok()
+                    .flatten()
+                    .map(|e| e.object_id())
+            };
+            if dir_id.is_some() && dir_id == last_dir {
+                for name in open.keys() {
+                    found.insert((*name).to_owned(), at);
+                }
+                commit = c.parent_ids().next().map(gix::Id::detach);
+                continue;
+            }
+            last_dir = dir_id;
             let mut path = dir.clone();
             open.retain(|name, blob| {
                 path.push((*name).to_owned());

@@ -112,6 +112,10 @@ enum Command {
         /// Export as if it were this time (RFC 3339): sites expired by then answer 410.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
+        /// For a host that sends no custom headers (GitHub Pages): put the CSP into every page
+        /// as a <meta> element instead, and leave out _headers and _redirects.
+        #[arg(long)]
+        meta_csp: bool,
     },
     /// Remove expired prototypes from the branch (one commit) and delete personal data older
     /// than prune.retention_days; then purge the history if prune.purge_history is set.
@@ -316,7 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { dir, out, now } => {
+        Command::Export { dir, out, now, meta_csp } => {
             let ws = open()?;
             let now = now.map(|t| parse_time("--now", &t)).transpose()?;
             let dir = dir.or(out).unwrap_or_else(|| ws.root.join("preview"));
@@ -325,6 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &ws.config.base_domain,
                 &dir,
                 now.unwrap_or_else(chrono::Utc::now),
+                protoforge::export::Options { meta_csp },
             )
             .with_context(|| format!("cannot export into {}", dir.display()))?;
             println!(
@@ -618,11 +623,17 @@ fn prune(
             && ws.store.head()? != before
             && let Err(e) = push_branch(ws, remote, true)
         {
-            // The purge was made from a head the remote no longer has: take the remote's
-            // branch back (it holds everything we pushed above) and purge next time.
-            let (head, _) = remote.pull().context("cannot fetch after a failed purge")?;
-            if let Some(head) = head {
-                ws.store.fast_forward(ws.store.head()?, head)?;
+            // The purge was made from a head the remote no longer has, or could not be pushed
+            // at all: take the remote's branch back as it is (it holds the pruned branch,
+            // pushed above). A lost race is not an error, the purge runs again next time;
+            // anything else is.
+            remote.reset_to_remote().context("cannot fetch after the purge was not pushed")?;
+            let raced =
+                e.downcast_ref::<protoforge::publish::remote::RemoteError>().is_some_and(|e| {
+                    matches!(e, protoforge::publish::remote::RemoteError::Raced { .. })
+                });
+            if !raced {
+                return Err(e.context("the purged history was not pushed"));
             }
             eprintln!("warning: the purge was not pushed: {e:#}; it runs again next time");
         }
@@ -665,7 +676,9 @@ fn push_branch(
         backoff: Duration::from_millis(ws.config.push.backoff_ms),
         rewrite,
     };
-    let pushed = remote.push(options)?;
+    let pushed = remote
+        .push(options)
+        .with_context(|| format!("cannot push {} to `{}`", ws.store.branch(), remote.remote()))?;
     for path in &pushed.kept_theirs {
         eprintln!("note: {path} was changed by another builder too; its version was kept");
     }

@@ -501,8 +501,8 @@ impl Store {
     /// the last of them by compare-and-swap. Used when a remote moved while we built.
     ///
     /// Each commit is replayed as a tree edit, never a merge: the entries it changed against
-    /// its first parent, at most two levels down (`sites/<id>`, `failed/<hash>.json`), are set
-    /// to its values on the new base. Where the new base has a value that is neither ours
+    /// its first parent (each `sites/<id>` whole, and every other file: `failed/<hash>.json`,
+    /// `submissions/ab/<rest>`) are set to its values on the new base. Where the new base has a value that is neither ours
     /// before the commit nor ours after it, someone else changed the entry too: theirs is kept
     /// (first writer wins) and the path goes into [`Replayed::kept_theirs`]. A commit left
     /// with no change is dropped. Authors and messages (with their trailers) are kept.
@@ -603,44 +603,49 @@ impl Store {
         Ok(out)
     }
 
-    /// The entries that differ between two root trees, at most two levels down: a directory
-    /// on either side (`sites`, `failed`) is compared entry by entry, anything else whole.
+    /// The entries that differ between two root trees, as the units a replay sets whole:
+    /// each `sites/<id>` (a site is one unit), and every other file, however deep
+    /// (`failed/<hash>.json`, `submissions/ab/<rest>`), so that two builders' records never
+    /// collide because their hashes share a prefix.
     fn changed_entries(
         &self,
         before: Option<ObjectId>,
         after: ObjectId,
     ) -> Result<Vec<Changed>, PublishError> {
-        let a = self.entries(before)?;
-        let b = self.entries(Some(after))?;
         let mut out = Vec::new();
-        for name in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
-            let (va, vb) = (a.get(name).copied(), b.get(name).copied());
+        self.diff_dirs(&mut Vec::new(), before, Some(after), &mut out)?;
+        Ok(out)
+    }
+
+    fn diff_dirs(
+        &self,
+        path: &mut Vec<String>,
+        a: Option<ObjectId>,
+        b: Option<ObjectId>,
+        out: &mut Vec<Changed>,
+    ) -> Result<(), PublishError> {
+        /// Deeper than any layout of the branch; a guard, not a limit in practice.
+        const MAX_DEPTH: usize = 16;
+        let (ea, eb) = (self.entries(a)?, self.entries(b)?);
+        let names: std::collections::BTreeSet<&String> = ea.keys().chain(eb.keys()).collect();
+        for name in names {
+            let (va, vb) = (ea.get(name).copied(), eb.get(name).copied());
             if va == vb {
                 continue;
             }
-            let tree_or_none = |v: Option<(EntryKind, ObjectId)>| {
+            path.push(name.clone());
+            let is_site = path.len() == 2 && path[0] == "sites";
+            let dir_or_none = |v: Option<(EntryKind, ObjectId)>| {
                 v.is_none_or(|(kind, _)| kind == EntryKind::Tree)
             };
-            if tree_or_none(va) && tree_or_none(vb) {
-                let sub_a = self.entries(va.map(|(_, id)| id))?;
-                let sub_b = self.entries(vb.map(|(_, id)| id))?;
-                let names =
-                    sub_a.keys().chain(sub_b.keys()).collect::<std::collections::BTreeSet<_>>();
-                for child in names {
-                    let (ca, cb) = (sub_a.get(child).copied(), sub_b.get(child).copied());
-                    if ca != cb {
-                        out.push(Changed {
-                            path: vec![name.clone(), child.clone()],
-                            before: ca,
-                            after: cb,
-                        });
-                    }
-                }
+            if !is_site && path.len() < MAX_DEPTH && dir_or_none(va) && dir_or_none(vb) {
+                self.diff_dirs(path, va.map(|(_, id)| id), vb.map(|(_, id)| id), out)?;
             } else {
-                out.push(Changed { path: vec![name.clone()], before: va, after: vb });
+                out.push(Changed { path: path.clone(), before: va, after: vb });
             }
+            path.pop();
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The entries of a tree by name (none for no tree).
@@ -1680,6 +1685,10 @@ mod tests {
                 &[
                     put_dir("sites/b", &[("index.html", "b")]),
                     put_dir("sites/a", &[("index.html", "a2")]),
+                    TreeEdit::PutFile {
+                        path: "submissions/ab/theirs".into(),
+                        bytes: b"b".to_vec(),
+                    },
                 ],
             )
             .unwrap();
@@ -1692,6 +1701,8 @@ mod tests {
                 &[
                     put_dir("sites/c", &[("index.html", "c")]),
                     TreeEdit::PutFile { path: "failed/x.json".into(), bytes: b"{}".to_vec() },
+                    // The same two-hex prefix as theirs: both records must survive.
+                    TreeEdit::PutFile { path: "submissions/ab/ours".into(), bytes: b"c".to_vec() },
                 ],
             )
             .unwrap();
@@ -1712,6 +1723,8 @@ mod tests {
         assert_eq!(read("sites/b/index.html").as_deref(), Some("b"));
         assert_eq!(read("sites/c/index.html").as_deref(), Some("c2"));
         assert_eq!(read("failed/x.json").as_deref(), Some("{}"));
+        assert_eq!(read("submissions/ab/theirs").as_deref(), Some("b"));
+        assert_eq!(read("submissions/ab/ours").as_deref(), Some("c"));
         // A straight line on top of theirs, messages and trailers kept.
         let log = git_ok(dir, &["log", "--format=%s|%P", "prototypes"]);
         let lines: Vec<&str> = log.lines().collect();

@@ -87,30 +87,44 @@ struct Serve {
 }
 
 impl Serve {
+    /// A port found free may be taken by another test before the server binds it: the server
+    /// must be seen alive with its ports open, else new ports are tried.
     fn start(repo: &Path, args: &[&str]) -> Serve {
         let free =
             || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (port, hook) = (free(), free());
-        let child = Command::new(env!("CARGO_BIN_EXE_protoforge"))
-            .current_dir(repo)
-            .arg("serve")
-            .args(args)
-            // The test's own switch is not a config key.
-            .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
-            .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
-            .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        for p in [port, hook] {
-            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "the server did not start");
-                std::thread::sleep(std::time::Duration::from_millis(20));
+        for _ in 0..5 {
+            let (port, hook) = (free(), free());
+            let child = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+                .current_dir(repo)
+                .arg("serve")
+                .args(args)
+                // The test's own switch is not a config key.
+                .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+                .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
+                .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut serve = Serve { child, port, hook };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut alive = true;
+            'ports: for p in [port, hook] {
+                while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                    if serve.child.try_wait().unwrap().is_some() {
+                        alive = false;
+                        break 'ports;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "the server did not start");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if alive && serve.child.try_wait().unwrap().is_none() {
+                return serve;
             }
         }
-        Serve { child, port, hook }
+        panic!("the server did not start on five pairs of free ports");
     }
 }
 

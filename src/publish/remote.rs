@@ -1,7 +1,8 @@
 //! Keeps the prototypes branch in step with a remote, so that builders without a server (a
 //! GitHub Actions run, a cron job, several machines) share one branch.
 //!
-//! 1. **fetch** the remote's branch into `refs/remotes/<remote>/<branch>`, with gix;
+//! 1. **fetch** the remote's branch into `refs/protoforge/remotes/<remote>/<branch>`, a ref
+//!    only protoforge moves, with gix (`git fetch` where gix's transport cannot);
 //! 2. **integrate** it: the local branch fast-forwards to it, or, when both moved, our commits
 //!    are replayed on top of it ([`Store::replay`]);
 //! 3. build as usual, then **push with a lease**: the remote must still be at the head we
@@ -46,8 +47,9 @@ pub enum RemoteError {
     Push { remote: String, branch: String, message: String, hint: &'static str },
     #[error(
         "the remote `{remote}` kept moving: {tries} push(es) of {branch} lost the race to \
-         other writers. Our {commits} commit(s) stay on the local branch and the remote is as \
-         they left it; run again to push them (or raise push.retries)"
+         other writers. The remote is as they left it; our {commits} commit(s) stay on the \
+         local branch. Run again: a run from this repo pushes them, and a fresh one (CI) \
+         rebuilds what is still pending (or raise push.retries)"
     )]
     Raced { remote: String, branch: String, tries: u32, commits: usize },
     #[error(
@@ -133,7 +135,10 @@ impl<'s> Remote<'s> {
         } else {
             format!("url-{}", &hex_digest(remote.as_bytes())[..12])
         };
-        let tracking = format!("refs/remotes/{label}/{}", store.branch());
+        // SECURITY: our own namespace, not `refs/remotes/`: the lease must be the head *we*
+        // fetched, and a plain `git fetch` (by a person, by actions/checkout) moves
+        // `refs/remotes/<remote>/*` to heads we never integrated.
+        let tracking = format!("refs/protoforge/remotes/{label}/{}", store.branch());
         let tracking = FullName::try_from(tracking.as_str())
             .map_err(|_| bad("it does not make a valid ref name"))?;
         Ok(Remote { store, remote: remote.to_owned(), tracking })
@@ -164,10 +169,11 @@ impl<'s> Remote<'s> {
                     tracing::warn!(remote = %self.remote, "gix could not fetch, git did: {gix_error}");
                     Ok(head)
                 }
-                Err(git_error) => {
-                    tracing::debug!("git fetch failed too: {git_error}");
-                    Err(gix_error)
-                }
+                Err(git_error) => Err(self.fetch_error(format!(
+                    "{}; `git fetch` failed too: {}",
+                    inner_message(&gix_error),
+                    inner_message(&git_error)
+                ))),
             },
         }
     }
@@ -251,8 +257,14 @@ impl<'s> Remote<'s> {
         Ok(head)
     }
 
-    /// Bring the remote's head `remote` into the local branch.
-    pub fn integrate(&self, remote: Option<ObjectId>) -> Result<Integrated, RemoteError> {
+    /// Bring the remote's head `remote` into the local branch. `base` is the remote's head as
+    /// of our previous sync: our commits are the local ones since then, so that history the
+    /// remote rewrote (a purge) is not replayed back onto it.
+    pub fn integrate(
+        &self,
+        base: Option<ObjectId>,
+        remote: Option<ObjectId>,
+    ) -> Result<Integrated, RemoteError> {
         let Some(remote) = remote else { return Ok(Integrated::RemoteEmpty) };
         let Some(local) = self.store.head()? else {
             self.store.fast_forward(None, remote)?;
@@ -261,12 +273,15 @@ impl<'s> Remote<'s> {
         if local == remote {
             return Ok(Integrated::Same);
         }
-        let ours = self.only_in(local, Some(remote))?;
+        let hidden: Vec<ObjectId> = base.into_iter().chain([remote]).collect();
+        let ours = self.only_in(local, &hidden)?;
         if ours.is_empty() {
+            // Nothing of ours is unpushed: take the remote's branch as it is (a fast-forward,
+            // or the remote's rewritten history).
             self.store.fast_forward(Some(local), remote)?;
             return Ok(Integrated::FastForward);
         }
-        if self.only_in(remote, Some(local))?.is_empty() {
+        if self.only_in(remote, &[local])?.is_empty() {
             return Ok(Integrated::Ahead { commits: ours.len() });
         }
         Ok(Integrated::Replayed(self.store.replay(Some(local), remote, &ours)?))
@@ -274,8 +289,19 @@ impl<'s> Remote<'s> {
 
     /// Fetch and integrate: the start of a run.
     pub fn pull(&self) -> Result<(Option<ObjectId>, Integrated), RemoteError> {
+        let base = self.tracked()?;
         let remote = self.fetch()?;
-        Ok((remote, self.integrate(remote)?))
+        Ok((remote, self.integrate(base, remote)?))
+    }
+
+    /// Take the remote's branch as it is, dropping local commits it lacks (after a purge that
+    /// could not be pushed: the pruned branch it was made from was pushed already).
+    pub fn reset_to_remote(&self) -> Result<Option<ObjectId>, RemoteError> {
+        let remote = self.fetch()?;
+        if let Some(remote) = remote {
+            self.store.fast_forward(self.store.head()?, remote)?;
+        }
+        Ok(remote)
     }
 
     /// Push the local branch with a lease on the remote head last fetched; when the remote
@@ -295,6 +321,18 @@ impl<'s> Remote<'s> {
             if Some(local) == lease {
                 break;
             }
+            // SECURITY: never push what does not contain the leased head (that would drop
+            // commits from the remote); bring it in first.
+            if let Some(head) = lease
+                && !options.rewrite
+                && !self.only_in(head, &[local])?.is_empty()
+            {
+                if let Integrated::Replayed(r) = self.integrate(Some(head), Some(head))? {
+                    pushed.replayed += r.commits;
+                    pushed.kept_theirs.extend(r.kept_theirs);
+                }
+                continue;
+            }
             pushed.tries += 1;
             match self.git_push(local, lease, options.rewrite)? {
                 PushResult::Done => {
@@ -304,7 +342,7 @@ impl<'s> Remote<'s> {
                 }
                 PushResult::Moved(why) => {
                     if pushed.tries > options.retries {
-                        let commits = self.only_in(local, lease)?.len();
+                        let commits = self.only_in(local, &Vec::from_iter(lease))?.len();
                         return Err(RemoteError::Raced {
                             remote: self.remote.clone(),
                             branch: self.store.branch().to_owned(),
@@ -317,6 +355,7 @@ impl<'s> Remote<'s> {
                         "the remote moved ({why}); fetching and replaying"
                     );
                     std::thread::sleep(backoff(options.backoff, pushed.tries));
+                    let base = lease;
                     lease = self.fetch()?;
                     if options.rewrite {
                         // A rewrite is only valid against the head it was made from: give up
@@ -328,7 +367,7 @@ impl<'s> Remote<'s> {
                             commits: 1,
                         });
                     }
-                    if let Integrated::Replayed(r) = self.integrate(lease)? {
+                    if let Integrated::Replayed(r) = self.integrate(base, lease)? {
                         pushed.replayed += r.commits;
                         pushed.kept_theirs.extend(r.kept_theirs);
                     }
@@ -340,14 +379,10 @@ impl<'s> Remote<'s> {
     }
 
     /// Commits reachable from `tip` but not from `hidden`, oldest first.
-    fn only_in(
-        &self,
-        tip: ObjectId,
-        hidden: Option<ObjectId>,
-    ) -> Result<Vec<ObjectId>, RemoteError> {
+    fn only_in(&self, tip: ObjectId, hidden: &[ObjectId]) -> Result<Vec<ObjectId>, RemoteError> {
         let repo = self.open()?;
         let walk =
-            repo.rev_walk([tip]).with_hidden(hidden).all().map_err(|e| {
+            repo.rev_walk([tip]).with_hidden(hidden.iter().copied()).all().map_err(|e| {
                 self.fetch_error(format!("cannot walk the history of {tip}: {e:?}"))
             })?;
         let mut out = Vec::new();
@@ -493,6 +528,14 @@ fn parse_porcelain(stdout: &str, dest: &str) -> Option<Status> {
     None
 }
 
+/// The message of a fetch error without its hint, to combine two of them.
+fn inner_message(e: &RemoteError) -> String {
+    match e {
+        RemoteError::Fetch { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let text = lines[lines.len().saturating_sub(n)..].join(" | ");
@@ -505,8 +548,11 @@ fn backoff(base: Duration, tries: u32) -> Duration {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(tries);
     let jitter = (h.finish() % 1000) as f64 / 2000.0;
-    base.saturating_mul(1 << tries.saturating_sub(1).min(6)).mul_f64(1.0 + jitter)
+    base.saturating_mul(1 << tries.saturating_sub(1).min(6)).mul_f64(1.0 + jitter).min(MAX_WAIT)
 }
+
+/// The longest wait between two pushes, however many retries are configured.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
 fn hex_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -533,6 +579,69 @@ mod tests {
         assert!(matches!(parse_porcelain(hook, d), Some(Status::Refused(_))));
         assert_eq!(parse_porcelain("fatal: could not read from remote", d), None);
         assert_eq!(parse_porcelain("To x\n \tabcd:refs/heads/main\tok\n", d), None);
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn store(dir: &std::path::Path) -> Store {
+        super::super::init_repository(dir).unwrap();
+        let who = || super::super::Identity { name: "T".into(), email: "t@example.com".into() };
+        Store::open(dir, "prototypes", who(), who()).unwrap()
+    }
+
+    fn site(id: &str) -> super::super::TreeEdit {
+        super::super::TreeEdit::PutDir {
+            path: format!("sites/{id}"),
+            files: vec![("index.html".into(), id.as_bytes().to_vec())],
+        }
+    }
+
+    /// A plain `git fetch` between our fetch and our push moves `refs/remotes/origin/*` to a
+    /// head we never integrated; the lease must still be ours, so the other commit survives.
+    #[test]
+    fn a_git_fetch_in_between_cannot_turn_the_push_into_a_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = tmp.path().join("origin.git");
+        std::fs::create_dir(&origin).unwrap();
+        git(&origin, &["init", "--bare", "--quiet", "."]);
+        let url = origin.to_str().unwrap();
+        let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+        let (a, b) = (store(&a_dir), store(&b_dir));
+        git(&a_dir, &["remote", "add", "origin", url]);
+        let ra = Remote::new(&a, "origin").unwrap();
+        let rb = Remote::new(&b, url).unwrap();
+
+        a.commit(None, "a1", &[site("a1")]).unwrap();
+        ra.pull().unwrap();
+        ra.push(PushOptions::default()).unwrap();
+        // a starts a run: fetches, and builds (slowly).
+        ra.pull().unwrap();
+        let head = a.head().unwrap();
+        a.commit(head, "a2", &[site("a2")]).unwrap();
+        // Meanwhile b pushes, and someone runs `git fetch` in a's repo.
+        rb.pull().unwrap();
+        b.commit(b.head().unwrap(), "b1", &[site("b1")]).unwrap();
+        rb.push(PushOptions::default()).unwrap();
+        git(
+            &a_dir,
+            &[
+                "fetch",
+                "--quiet",
+                "origin",
+                "+refs/heads/prototypes:refs/remotes/origin/prototypes",
+            ],
+        );
+        // a pushes: its lease is the head it fetched, so it replays instead of forcing.
+        let pushed =
+            ra.push(PushOptions { backoff: Duration::ZERO, ..PushOptions::default() }).unwrap();
+        assert_eq!(pushed.tries, 2, "{pushed:?}");
+        let sites = git(&origin, &["ls-tree", "--name-only", "prototypes", "sites/"]);
+        assert_eq!(sites, "sites/a1\nsites/a2\nsites/b1");
+        git(&origin, &["fsck", "--strict"]);
     }
 
     #[test]

@@ -206,6 +206,15 @@ fn export_writes_sites_and_server_configs() {
     assert!(run.stdout.contains("0 site(s)") && run.stdout.contains("1 expired"), "{}", run.all());
     assert!(!site.exists(), "a re-export replaces public/");
     assert!(std::fs::read_to_string(out.join("nginx.conf")).unwrap().contains(id.as_str()));
+    // For GitHub Pages: the CSP inside the pages, no header files.
+    let pages = repo.path().join("pages");
+    repo.run(&["export", pages.to_str().unwrap(), "--meta-csp"]).ok();
+    let html = std::fs::read_to_string(pages.join("public/prototypes").join(id).join("index.html"))
+        .unwrap();
+    assert!(html.contains(r#"<meta http-equiv="Content-Security-Policy""#), "{html}");
+    let not_found = std::fs::read_to_string(pages.join("public/404.html")).unwrap();
+    assert!(not_found.contains("Content-Security-Policy"));
+    assert!(!pages.join("public/_headers").exists());
     // A directory that is not an export is left alone.
     let run = repo.run(&["export", repo.path().join("inbox").to_str().unwrap()]);
     assert_ne!(run.code, 0);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{HttpResponse, Repo, Server, get, published_ids};
+use crate::util::{HttpResponse, Repo, Server, free_port, get, published_ids};
 
 /// nginx on a free port with `export`'s configs, stopped when dropped.
 struct Nginx {
@@ -29,10 +29,19 @@ impl Nginx {
             eprintln!("skipped: nginx is not installed");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // The server blocks listen on 80; a user edits that line, and so does this test.
         let conf = std::fs::read_to_string(export.join("nginx.conf")).unwrap();
         assert_eq!(conf.matches("listen 80;").count(), 2);
+        for _ in 0..5 {
+            if let Some(nginx) = Nginx::try_start(&bin, export, &conf) {
+                return Some(nginx);
+            }
+        }
+        panic!("nginx did not start on five free ports");
+    }
+
+    fn try_start(bin: &Path, export: &Path, conf: &str) -> Option<Nginx> {
+        let port = free_port();
         std::fs::write(
             export.join("nginx.conf"),
             conf.replace("listen 80;", &format!("listen 127.0.0.1:{port};")),
@@ -48,7 +57,7 @@ impl Nginx {
             export.join("nginx.conf").display()
         );
         std::fs::write(dir.path().join("main.conf"), main).unwrap();
-        let test = Command::new(&bin)
+        let test = Command::new(bin)
             .args(["-t", "-q", "-p"])
             .arg(dir.path())
             .arg("-c")
@@ -56,7 +65,7 @@ impl Nginx {
             .output()
             .unwrap();
         assert!(test.status.success(), "nginx -t: {}", String::from_utf8_lossy(&test.stderr));
-        let child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -65,10 +74,10 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        if !serving(&mut child, port) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
         }
         Some(Nginx { child, port, _dir: dir })
     }
@@ -92,7 +101,16 @@ impl Caddy {
             eprintln!("skipped: caddy is not installed");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        for _ in 0..5 {
+            if let Some(caddy) = Caddy::try_start(&bin, export) {
+                return Some(caddy);
+            }
+        }
+        panic!("caddy did not start on five free ports");
+    }
+
+    fn try_start(bin: &Path, export: &Path) -> Option<Caddy> {
+        let port = free_port();
         // Plain HTTP on a test port: what a user changes is the site addresses.
         let conf = std::fs::read_to_string(export.join("Caddyfile")).unwrap();
         let conf = conf
@@ -101,7 +119,7 @@ impl Caddy {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("Caddyfile");
         std::fs::write(&file, format!("{{\n\tadmin off\n\tauto_https off\n}}\n{conf}")).unwrap();
-        let child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&file)
             .env("HOME", dir.path())
@@ -111,10 +129,10 @@ impl Caddy {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "caddy did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        if !serving(&mut child, port) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
         }
         Some(Caddy { child, port, _dir: dir })
     }
@@ -132,6 +150,21 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `child` itself serves `port`: a port found free may be taken by another test
+/// first, and then the child exits and someone else answers.
+fn serving(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    child.try_wait().unwrap().is_none() && get(port, "localhost", "/healthz").text() == "ok\n"
 }
 
 /// The headers both must agree on.

@@ -288,6 +288,11 @@ pub fn get(port: u16, host: &str, target: &str) -> HttpResponse {
     http(port, "GET", host, target, &[])
 }
 
+/// A port nobody listens on now (another test may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// `protoforge serve` on a free port; stopped with SIGTERM when dropped.
 pub struct Server {
     child: std::process::Child,
@@ -302,9 +307,19 @@ impl Server {
     }
 
     pub fn start_env(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let free =
-            || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (port, hook) = (free(), free());
+        // A port found free may be taken by another test before the server binds it; then
+        // the server exits and whatever took the port would answer in its place. So the
+        // server must be seen running with its port open, else new ports are tried.
+        for _ in 0..5 {
+            if let Some(server) = Server::try_start(repo, args, env) {
+                return server;
+            }
+        }
+        panic!("the server did not start on five pairs of free ports");
+    }
+
+    fn try_start(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Option<Server> {
+        let (port, hook) = (free_port(), free_port());
         let listen = format!("127.0.0.1:{port}");
         let child = command(repo.path())
             .arg("serve")
@@ -318,22 +333,34 @@ impl Server {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let server = Server { child, port, hook };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the server did not start on {listen}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let mut server = Server { child, port, hook };
+        let mut ports = vec![port];
         if !args.contains(&"--no-webhook") {
-            while std::net::TcpStream::connect(("127.0.0.1", hook)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the webhook did not start on {hook}"
-                );
+            ports.push(hook);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        for p in ports {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if server.child.try_wait().unwrap().is_some() {
+                    return None;
+                }
+                assert!(std::time::Instant::now() < deadline, "the server did not start on {p}");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
-        server
+        // Open ports and a live child: but a child that lost a port exits a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if server.child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let health = get(server.port, "localhost", "/healthz");
+        if health.status != 200 || health.text() != "ok\n" {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+            std::mem::forget(server);
+            return None;
+        }
+        Some(server)
     }
 
     /// SIGKILL, as a crash would, then wait.

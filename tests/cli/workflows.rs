@@ -127,15 +127,18 @@ fn the_workflows_have_the_keys_that_matter() {
         let prune = named(&files, "prune.yml");
         assert!(prune["on"]["schedule"][0]["cron"].as_str().is_some(), "{whose}: prune is daily");
         assert!(runs(&prune).contains("prune --push origin"));
-        assert_eq!(
-            prune["concurrency"]["group"], "protoforge-builder",
-            "{whose}: never beside a build"
-        );
+        // Its own group: sharing the builder's would let it cancel a waiting build.
+        assert_eq!(prune["concurrency"]["group"], "protoforge-prune", "{whose}");
+        assert_eq!(prune["concurrency"]["cancel-in-progress"], false);
+        // The sites' branch has no code for CI to check.
+        let ignored = ci["on"]["push"]["branches-ignore"].as_array().expect("branches-ignore");
+        assert!(ignored.iter().any(|b| b == "prototypes"), "{whose}");
 
         let pages = named(&files, "pages.yml");
         assert_eq!(pages["permissions"]["pages"], "write");
         assert_eq!(pages["permissions"]["id-token"], "write");
-        assert!(runs(&pages).contains("export _site"));
+        // Pages sends no headers of ours: the CSP goes into the pages.
+        assert!(runs(&pages).contains("export _site --meta-csp"), "{whose}");
     }
     // This project's CI also runs the tests and cargo deny.
     let ours = workflows(&project_dir().join(".github/workflows"));
