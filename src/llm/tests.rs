@@ -436,47 +436,45 @@ async fn the_chain_never_switches_after_text_streamed() {
     assert_eq!(a.provider, "p1");
 }
 
+/// Two requests with a schema through a one-provider chain answering `steps`: the
+/// `response_format.type` of each request the server saw, and the provider's JSON mode after.
+async fn two_schema_requests(steps: Vec<Step>) -> (Vec<Value>, JsonMode) {
+    let s = server(steps).await;
+    let c = chain(&[&s.url]);
+    let mut r = request();
+    r.schema = Some(json!({"type": "object"}));
+    c.chat(&r, |_| {}).await.unwrap();
+    c.chat(&r, |_| {}).await.unwrap();
+    let kinds =
+        s.seen.lock().unwrap().iter().map(|(_, b)| b["response_format"]["type"].clone()).collect();
+    (kinds, c.providers()[0].json)
+}
+
 #[tokio::test]
 async fn the_chain_degrades_json_once_per_provider() {
     let refuse = Step::Status { code: 500, retry_after: None, body: "json_schema not supported" };
-    let s = server(vec![
+    let (kinds, mode) = two_schema_requests(vec![
         refuse.clone(),
         refuse,
         Step::Stream(ok_stream(&["{}"]), None),
         Step::Stream(ok_stream(&["{}"]), None),
     ])
     .await;
-    let c = chain(&[&s.url]);
-    let mut r = request();
-    r.schema = Some(json!({"type": "object"}));
-    c.chat(&r, |_| {}).await.unwrap();
-    c.chat(&r, |_| {}).await.unwrap();
-    let seen = s.seen.lock().unwrap();
-    let kinds: Vec<Value> =
-        seen.iter().map(|(_, b)| b["response_format"]["type"].clone()).collect();
     assert_eq!(kinds, [json!("json_schema"), json!("json_object"), Value::Null, Value::Null]);
-    assert_eq!(c.providers()[0].json, JsonMode::Off);
+    assert_eq!(mode, JsonMode::Off);
 }
 
 #[tokio::test]
 async fn a_passing_server_error_keeps_the_json_schema() {
     // A 500 that does not name the format is retried as it is; the schema stays.
-    let s = server(vec![
+    let (kinds, mode) = two_schema_requests(vec![
         Step::Status { code: 500, retry_after: Some("0"), body: "overloaded" },
         Step::Stream(ok_stream(&["{}"]), None),
         Step::Stream(ok_stream(&["{}"]), None),
     ])
     .await;
-    let c = chain(&[&s.url]);
-    let mut r = request();
-    r.schema = Some(json!({"type": "object"}));
-    c.chat(&r, |_| {}).await.unwrap();
-    c.chat(&r, |_| {}).await.unwrap();
-    let seen = s.seen.lock().unwrap();
-    let kinds: Vec<Value> =
-        seen.iter().map(|(_, b)| b["response_format"]["type"].clone()).collect();
     assert_eq!(kinds, vec![json!("json_schema"); 3]);
-    assert_eq!(c.providers()[0].json, JsonMode::Schema);
+    assert_eq!(mode, JsonMode::Schema);
 }
 
 #[test]

@@ -101,6 +101,21 @@ fn the_bakery_looks_like_a_bakery() {
     assert!(css.contains("#7a4b2a"), "the customer's colour is used");
 }
 
+/// Project ids in the order their sites were committed.
+fn built_order(repo: &Repo) -> Vec<String> {
+    let log = repo.git(&[
+        "log",
+        "--reverse",
+        "--format=%(trailers:key=Prototype-Id,valueonly)",
+        "prototypes",
+    ]);
+    log.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+fn touch(path: &std::path::Path, at: std::time::SystemTime) {
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(at).unwrap();
+}
+
 #[test]
 fn oldest_submission_is_built_first() {
     let repo = Repo::new();
@@ -117,13 +132,7 @@ fn oldest_submission_is_built_first() {
         "company: Middle Co\ndescription: middle\nsubmitted_at: 2026-11-02T10:00:00+02:00\n",
     );
     repo.build().ok();
-    let log = repo.git(&[
-        "log",
-        "--reverse",
-        "--format=%(trailers:key=Prototype-Id,valueonly)",
-        "prototypes",
-    ]);
-    let order: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let order = built_order(&repo);
     assert_eq!(order.len(), 3);
     assert!(
         order[0].starts_with("early-co-")
@@ -164,30 +173,14 @@ fn committed_submissions_without_a_date_are_built_in_commit_order() {
     for (i, f) in ["c.yaml", "a.yaml", "b.yaml"].iter().enumerate() {
         let t = std::time::SystemTime::UNIX_EPOCH
             + std::time::Duration::from_secs(1_700_000_000 + i as u64 * 60);
-        std::fs::File::options()
-            .write(true)
-            .open(repo.inbox().join(f))
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
+        touch(&repo.inbox().join(f), t);
     }
     // An uncommitted file keeps its file time (the oldest of all here).
     repo.write_inbox("d.yaml", "company: Local Co\ndescription: not committed\n");
     let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(repo.inbox().join("d.yaml"))
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
+    touch(&repo.inbox().join("d.yaml"), t);
     repo.build().ok();
-    let log = repo.git(&[
-        "log",
-        "--reverse",
-        "--format=%(trailers:key=Prototype-Id,valueonly)",
-        "prototypes",
-    ]);
-    let order: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let order = built_order(&repo);
     let prefixes = ["local-co-", "first-co-", "second-co-", "third-co-"];
     assert_eq!(order.len(), 4);
     for (id, prefix) in order.iter().zip(prefixes) {

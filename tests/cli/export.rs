@@ -17,18 +17,7 @@ struct Nginx {
 impl Nginx {
     /// None when nginx is not installed and the checkers are not required.
     fn start(export: &Path) -> Option<Nginx> {
-        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists());
-        let Some(bin) = bin else {
-            assert!(
-                std::env::var_os("PROTOFORGE_REQUIRE_CHECKERS").is_none(),
-                "nginx is required (apt-get install nginx-light); scripts/test installs it"
-            );
-            eprintln!("skipped: nginx is not installed");
-            return None;
-        };
+        let bin = installed(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx-light")?;
         // The server blocks listen on 80; a user edits that line, and so does this test.
         let conf = std::fs::read_to_string(export.join("nginx.conf")).unwrap();
         assert_eq!(conf.matches("listen 80;").count(), 2);
@@ -65,20 +54,9 @@ impl Nginx {
             .output()
             .unwrap();
         assert!(test.status.success(), "nginx -t: {}", String::from_utf8_lossy(&test.stderr));
-        let mut child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("main.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if !serving(&mut child, port) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p").arg(dir.path()).arg("-c").arg(dir.path().join("main.conf"));
+        let child = serving(cmd, port)?;
         Some(Nginx { child, port, _dir: dir })
     }
 }
@@ -92,15 +70,7 @@ struct Caddy {
 
 impl Caddy {
     fn start(export: &Path) -> Option<Caddy> {
-        let bin = PathBuf::from("/usr/bin/caddy");
-        if !bin.exists() {
-            assert!(
-                std::env::var_os("PROTOFORGE_REQUIRE_CHECKERS").is_none(),
-                "caddy is required (apt-get install caddy); scripts/test installs it"
-            );
-            eprintln!("skipped: caddy is not installed");
-            return None;
-        }
+        let bin = installed(&["/usr/bin/caddy"], "caddy")?;
         for _ in 0..5 {
             if let Some(caddy) = Caddy::try_start(&bin, export) {
                 return Some(caddy);
@@ -119,21 +89,12 @@ impl Caddy {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("Caddyfile");
         std::fs::write(&file, format!("{{\n\tadmin off\n\tauto_https off\n}}\n{conf}")).unwrap();
-        let mut child = Command::new(bin)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&file)
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if !serving(&mut child, port) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--adapter", "caddyfile", "--config"]).arg(&file);
+        for var in ["HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"] {
+            cmd.env(var, dir.path());
         }
+        let child = serving(cmd, port)?;
         Some(Caddy { child, port, _dir: dir })
     }
 }
@@ -152,19 +113,41 @@ impl Drop for Nginx {
     }
 }
 
-/// Whether `child` itself serves `port`: a port found free may be taken by another test
-/// first, and then the child exits and someone else answers.
-fn serving(child: &mut Child, port: u16) -> bool {
+/// The first of `paths` that exists; None (the test is skipped) when none does and the
+/// checkers are not required.
+fn installed(paths: &[&str], package: &str) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PROTOFORGE_REQUIRE_CHECKERS").is_none(),
+            "{package} is required (apt-get install {package}); scripts/test installs it"
+        );
+        eprintln!("skipped: {package} is not installed");
+    }
+    found
+}
+
+/// Start `cmd` and wait until it serves `port` itself: a port found free may be taken by
+/// another test first, and then the child exits and someone else would answer. None then.
+fn serving(mut cmd: Command, port: u16) -> Option<Child> {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
+    let mut alive = true;
+    while alive && std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        alive = child.try_wait().unwrap().is_none();
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(50));
-    child.try_wait().unwrap().is_none() && get(port, "localhost", "/healthz").text() == "ok\n"
+    if alive
+        && child.try_wait().unwrap().is_none()
+        && get(port, "localhost", "/healthz").text() == "ok\n"
+    {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// The headers both must agree on.

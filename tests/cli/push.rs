@@ -61,18 +61,43 @@ impl Origin {
     }
 
     fn fsck(&self) {
-        let out = Command::new("git")
-            .current_dir(self.path())
-            .args(["fsck", "--strict", "--no-dangling"])
-            .output()
-            .expect("git fsck");
-        assert!(
-            out.status.success(),
-            "git fsck of origin failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::util::fsck(self.path());
     }
+
+    /// Install `script` as the remote's pre-receive hook.
+    fn pre_receive(&self, script: &str) {
+        let hook = self.path().join("hooks/pre-receive");
+        std::fs::write(&hook, script).expect("write the hook");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+    }
+}
+
+/// A site repo with the first `n` plain examples built and pushed to `origin`.
+fn pushed(origin: &Origin, n: usize) -> Repo {
+    let repo = Repo::new();
+    for example in &plain_examples()[..n] {
+        put(&repo, example);
+    }
+    repo.run(&["build", "--once", "--push", &origin.url()]).ok();
+    repo
+}
+
+/// `prune --push` 40 days on, with `prune.purge_history`.
+fn prune_and_purge(repo: &Repo, origin: &Origin) -> crate::util::Run {
+    repo.run_env(
+        &["prune", "--now", &in_40_days(), "--push", &origin.url()],
+        &[("PROTOFORGE_PRUNE__PURGE_HISTORY", "true")],
+    )
+    .ok()
+}
+
+/// RFC 3339, 40 days from now: past every default expiry.
+fn in_40_days() -> String {
+    (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339()
 }
 
 /// A second builder of the same site repo: same config (and so the same project ids).
@@ -186,9 +211,7 @@ fn two_builders_racing_both_land_and_no_commit_is_lost() {
 /// A remote where another writer always moves the branch while our push is in flight: a
 /// pre-receive hook commits on top of the branch, so receive-pack's compare-and-swap fails.
 fn always_racing(origin: &Origin) {
-    let hook = origin.path().join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
+    origin.pre_receive(
         r#"#!/bin/sh
 # Another writer: move the branch while this push is in flight.
 unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
@@ -198,25 +221,16 @@ new=$(echo "another writer" | git -c user.name=Other -c user.email=o@example.com
 git update-ref refs/heads/prototypes "$new" "$head"
 exit 0
 "#,
-    )
-    .expect("write the hook");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    );
 }
 
 #[test]
 fn a_lease_that_keeps_failing_exits_non_zero_and_leaves_the_remote_to_the_others() {
     let origin = Origin::new();
-    let a = Repo::new();
-    let examples = plain_examples();
-    put(&a, &examples[0]);
-    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    let a = pushed(&origin, 1);
     always_racing(&origin);
 
-    put(&a, &examples[1]);
+    put(&a, &plain_examples()[1]);
     let run = a.run_env(
         &["build", "--once", "--push", &origin.url()],
         &[("PROTOFORGE_PUSH__RETRIES", "2"), ("PROTOFORGE_PUSH__BACKOFF_MS", "10")],
@@ -241,13 +255,7 @@ fn a_lease_that_keeps_failing_exits_non_zero_and_leaves_the_remote_to_the_others
 #[test]
 fn a_hook_that_refuses_is_an_error_without_retries() {
     let origin = Origin::new();
-    let hook = origin.path().join("hooks/pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\necho 'protected branch' >&2\nexit 1\n").expect("hook");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    origin.pre_receive("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n");
     let a = Repo::new();
     put(&a, &plain_examples()[0]);
     let run = a.run(&["build", "--once", "--push", &origin.url()]);
@@ -270,15 +278,11 @@ fn bad_remotes_are_named_with_a_hint() {
 #[test]
 fn prune_pushes_its_removals_with_the_same_lease() {
     let origin = Origin::new();
-    let a = Repo::new();
-    let examples = plain_examples();
-    put(&a, &examples[0]);
-    put(&a, &examples[1]);
-    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    let a = pushed(&origin, 2);
     assert_eq!(origin.sites().len(), 2);
     // Another machine prunes, 40 days on.
     let b = sibling(&a);
-    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
+    let later = in_40_days();
     let run = b.run(&["prune", "--now", &later, "--push", &origin.url()]).ok();
     assert!(run.stderr.contains("pushed prototypes"), "{}", run.all());
     assert!(origin.sites().is_empty(), "{:?}", origin.sites());
@@ -417,19 +421,9 @@ fn a_fresh_clone_builds_what_a_developer_pushed() {
 #[test]
 fn a_purged_history_is_pushed_with_the_lease() {
     let origin = Origin::new();
-    let a = Repo::new();
-    let examples = plain_examples();
-    put(&a, &examples[0]);
-    put(&a, &examples[1]);
-    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    let a = pushed(&origin, 2);
     assert_eq!(origin.git(&["rev-list", "--count", "prototypes"]).trim(), "2");
-    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
-    let run = a
-        .run_env(
-            &["prune", "--now", &later, "--push", &origin.url()],
-            &[("PROTOFORGE_PRUNE__PURGE_HISTORY", "true")],
-        )
-        .ok();
+    let run = prune_and_purge(&a, &origin);
     assert!(run.stderr.matches("pushed prototypes").count() == 2, "{}", run.all());
     assert!(origin.sites().is_empty());
     assert_eq!(origin.git(&["rev-list", "--count", "prototypes"]).trim(), "1", "one root commit");
@@ -443,15 +437,9 @@ fn a_purged_history_is_pushed_with_the_lease() {
 #[test]
 fn a_purge_that_loses_the_race_is_dropped_not_forced() {
     let origin = Origin::new();
-    let a = Repo::new();
-    let examples = plain_examples();
-    put(&a, &examples[0]);
-    put(&a, &examples[1]);
-    a.run(&["build", "--once", "--push", &origin.url()]).ok();
+    let a = pushed(&origin, 2);
     // Another writer moves the branch whenever a push would rewrite it.
-    let hook = origin.path().join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
+    origin.pre_receive(
         r#"#!/bin/sh
 while read old new ref; do
   # The pushed objects are only visible inside the quarantine: ask before leaving it.
@@ -466,20 +454,8 @@ while read old new ref; do
 done
 exit 0
 "#,
-    )
-    .unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let later = (chrono::Utc::now() + chrono::TimeDelta::days(40)).to_rfc3339();
-    let run = a
-        .run_env(
-            &["prune", "--now", &later, "--push", &origin.url()],
-            &[("PROTOFORGE_PRUNE__PURGE_HISTORY", "true")],
-        )
-        .ok();
+    );
+    let run = prune_and_purge(&a, &origin);
     assert!(run.stderr.contains("the purge was not pushed"), "{}", run.all());
     let subjects = origin.git(&["log", "--format=%s", "prototypes"]);
     assert!(subjects.starts_with("another writer\n"), "{subjects}");

@@ -117,17 +117,7 @@ impl Repo {
     }
 
     pub fn fsck(&self) {
-        let out = Command::new("git")
-            .current_dir(self.path())
-            .args(["fsck", "--strict", "--no-dangling"])
-            .output()
-            .expect("git fsck");
-        assert!(
-            out.status.success(),
-            "git fsck failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fsck(self.path());
     }
 
     pub fn write_inbox(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
@@ -286,6 +276,22 @@ pub fn try_http_body(
 
 pub fn get(port: u16, host: &str, target: &str) -> HttpResponse {
     http(port, "GET", host, target, &[])
+}
+
+/// `git fsck --strict` of the repository at `dir` must pass.
+pub fn fsck(dir: &Path) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["fsck", "--strict", "--no-dangling"])
+        .output()
+        .expect("git fsck");
+    assert!(
+        out.status.success(),
+        "git fsck of {} failed: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A port nobody listens on now (another test may take it before it is used).
