@@ -186,10 +186,15 @@ impl Chain {
                 let mut streamed = false;
                 let result = self
                     .client
-                    .chat(&provider, request, |t| {
-                        streamed |= !t.is_empty();
-                        on_text(t);
-                    })
+                    .chat_in_chain(
+                        &provider,
+                        request,
+                        |t| {
+                            streamed |= !t.is_empty();
+                            on_text(t);
+                        },
+                        after > 0,
+                    )
                     .await;
                 match result {
                     Ok(reply) => {

@@ -214,12 +214,14 @@ struct Failure {
     retry_after: Option<Duration>,
     message: String,
     status: Option<u16>,
+    /// No connection could be made at all (refused, no route, DNS).
+    unreachable: bool,
 }
 
 impl Failure {
     /// A failure of the connection or the stream, not of the request: worth another try.
     fn transient(message: String) -> Failure {
-        Failure { retry: true, retry_after: None, message, status: None }
+        Failure { retry: true, retry_after: None, message, status: None, unreachable: false }
     }
 }
 
@@ -250,7 +252,20 @@ impl Client {
         &self,
         provider: &Provider,
         request: &Request,
+        on_text: impl FnMut(&str),
+    ) -> Result<Reply, LlmError> {
+        self.chat_in_chain(provider, request, on_text, false).await
+    }
+
+    /// [`Client::chat`]; when `others_follow`, a provider that cannot be reached at all is
+    /// given up at once rather than retried: the next one is likely up, and the retries'
+    /// waits would only delay it.
+    pub async fn chat_in_chain(
+        &self,
+        provider: &Provider,
+        request: &Request,
         mut on_text: impl FnMut(&str),
+        others_follow: bool,
     ) -> Result<Reply, LlmError> {
         let start = Instant::now();
         let total = request.deadline.unwrap_or(self.deadlines.total);
@@ -310,7 +325,7 @@ impl Client {
                     },
                 });
             }
-            if attempts > retry::MAX_RETRIES {
+            if attempts > retry::MAX_RETRIES || (failure.unreachable && others_follow) {
                 return Err(LlmError::Exhausted {
                     provider: provider.name.clone(),
                     model: provider.model.clone(),
@@ -342,7 +357,10 @@ impl Client {
         r: &Request,
         on_text: &mut impl FnMut(&str),
     ) -> Result<Reply, Failure> {
-        let network = |e: reqwest::Error| Failure::transient(format!("network error: {e}"));
+        let network = |e: reqwest::Error| Failure {
+            unreachable: e.is_connect(),
+            ..Failure::transient(format!("network error: {e}"))
+        };
         let (url, body) = body(p, r);
         let mut req = self.http.post(&url).header("content-type", "application/json");
         if let Some(key) = &p.api_key {
@@ -379,6 +397,7 @@ impl Client {
                 retry_after,
                 message: format!("HTTP {status}: {}", error_message(&text)),
                 status: Some(status),
+                unreachable: false,
             });
         }
         let mut parser = sse::Parser::default();

@@ -451,6 +451,23 @@ async fn two_schema_requests(steps: Vec<Step>) -> (Vec<Value>, JsonMode) {
 }
 
 #[tokio::test]
+async fn an_unreachable_provider_hands_over_at_once_when_another_follows() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let good = server(vec![Step::Stream(ok_stream(&["ok"]), None)]).await;
+    let c = chain(&[&closed, &good.url]);
+    let a = c.chat(&request(), |_| {}).await.unwrap();
+    assert_eq!(a.provider, "p1");
+    assert!(a.skipped[0].contains("failed 1 times"), "no retries first: {:?}", a.skipped);
+    // Alone, it is retried as any network error is.
+    let alone = chain(&[&closed]);
+    let err = alone.chat(&request(), |_| {}).await.unwrap_err().to_string();
+    assert!(err.contains("failed 4 times"), "{err}");
+}
+
+#[tokio::test]
 async fn the_chain_degrades_json_once_per_provider() {
     let refuse = Step::Status { code: 500, retry_after: None, body: "json_schema not supported" };
     let (kinds, mode) = two_schema_requests(vec![
