@@ -437,21 +437,24 @@ impl Store {
         }
         let tree = writer.write_dir(root, "")?.expect("the root tree is always written");
 
-        let (commit, committer) = self.write_commit(message, tree, expected_head, "the commit")?;
+        let (commit, committer) =
+            self.write_commit(message, tree, expected_head, "the commit", None)?;
         self.move_branch(expected_head, commit, message, &committer)?;
         Ok(commit)
     }
 
-    /// Write a commit object (author and committer stamped now) without moving any ref.
+    /// Write a commit object without moving any ref: committed now, authored by `author`
+    /// (a replayed commit keeps its own) or else by the store's author, now.
     fn write_commit(
         &self,
         message: &str,
         tree: ObjectId,
         parents: impl IntoIterator<Item = ObjectId>,
         what: &str,
+        author: Option<gix::actor::Signature>,
     ) -> Result<(ObjectId, gix::actor::Signature), PublishError> {
         let now = gix::date::Time::now_local_or_utc();
-        let author = signature(&self.author, now);
+        let author = author.unwrap_or_else(|| signature(&self.author, now));
         let committer = signature(&self.committer, now);
         let (mut author_time, mut committer_time) = Default::default();
         let commit = self
@@ -492,7 +495,7 @@ impl Store {
         }
         let tree = commit_tree(&self.repo, expected)?;
         let (commit, committer) =
-            self.write_commit(message, tree, std::iter::empty(), "the root commit")?;
+            self.write_commit(message, tree, std::iter::empty(), "the root commit", None)?;
         self.move_branch(Some(expected), commit, message, &committer)?;
         Ok(commit)
     }
@@ -564,31 +567,14 @@ impl Store {
             let new_tree = writer.write_dir(root, "")?.expect("the root tree is always written");
             // Ours, so UTF-8; a stray byte is not worth failing a push over.
             let message = commit.message_raw().map_err(read_err(id))?.to_str_lossy().into_owned();
-            let author = commit.author().map_err(|e| PublishError::Corrupt {
-                repo: self.repo_path.clone(),
-                what: format!("the author of commit {id} does not parse: {e}"),
-            })?;
-            let author = author.to_owned().map_err(|e| PublishError::Corrupt {
-                repo: self.repo_path.clone(),
-                what: format!("the author of commit {id} does not parse: {e}"),
-            })?;
-            let committer = signature(&self.committer, gix::date::Time::now_local_or_utc());
-            let (mut at, mut ct) = Default::default();
-            let new = self
-                .repo
-                .new_commit_as(
-                    committer.to_ref(&mut ct),
-                    author.to_ref(&mut at),
-                    message.as_str(),
-                    new_tree,
-                    [out.head],
-                )
-                .map_err(|cause| PublishError::WriteObject {
+            let author =
+                commit.author().and_then(|a| a.to_owned()).map_err(|e| PublishError::Corrupt {
                     repo: self.repo_path.clone(),
-                    what: format!("the replay of commit {id}"),
-                    cause,
-                })?
-                .id;
+                    what: format!("the author of commit {id} does not parse: {e}"),
+                })?;
+            let what = format!("the replay of commit {id}");
+            let (new, committer) =
+                self.write_commit(&message, new_tree, [out.head], &what, Some(author))?;
             out.head = new;
             out.commits += 1;
             tip_tree = new_tree;
