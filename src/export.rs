@@ -47,6 +47,12 @@ pub enum ExportError {
     Publish(#[from] PublishError),
 }
 
+/// An I/O error at `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + use<> {
+    let path = path.to_owned();
+    move |source| ExportError::Io { path, source }
+}
+
 /// Marks a directory as ours, so that a re-export may replace its `public/`.
 const MARKER: &str = ".protoforge-export";
 
@@ -116,10 +122,6 @@ pub fn export(
     now: DateTime<Utc>,
     options: Options,
 ) -> Result<Exported, ExportError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ExportError::Io { path, source }
-    };
     prepare(dir)?;
     let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
     let public = dir.join("public");
@@ -220,10 +222,6 @@ fn is_plain_relative(rel: &str) -> bool {
 /// Make `dir` ready: created if missing; a previous export's `public/` removed; anything else
 /// that is not empty refused.
 fn prepare(dir: &Path) -> Result<(), ExportError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ExportError::Io { path, source }
-    };
     if dir.exists() {
         let marked = dir.join(MARKER).is_file();
         let empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_none();
