@@ -341,9 +341,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 done.dir.display()
             );
             println!(
-                "web root: {}\nconfigs: nginx.conf (+ protoforge-common.conf), Caddyfile, \
-                 public/_headers and public/_redirects",
-                done.dir.join("public").display()
+                "web root: {}\nconfigs: nginx.conf (+ protoforge-common.conf), Caddyfile{}",
+                done.dir.join("public").display(),
+                if meta_csp {
+                    "; the CSP is in every page (--meta-csp)"
+                } else {
+                    ", public/_headers and public/_redirects"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
