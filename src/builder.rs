@@ -326,7 +326,7 @@ impl Workspace {
             .map_err(|source| BuildError::Io { path: lock.clone(), source })?;
         match file.try_lock() {
             Ok(()) => {
-                self.clear_stale_ref_lock();
+                self.clear_stale_ref_locks();
                 Ok(file)
             }
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -338,26 +338,61 @@ impl Workspace {
 }
 
 impl Workspace {
-    /// A builder killed while gix held the branch's `.lock` file leaves it
-    /// behind, and every later ref update would fail. We hold the builder
-    /// lock, so no other builder can own it; a lock this old is not a git
-    /// command of the user's either.
-    fn clear_stale_ref_lock(&self) {
-        let lock = self.root.join(".git/refs/heads").join(format!("{}.lock", self.config.branch));
-        let Ok(meta) = std::fs::metadata(&lock) else { return };
-        let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
-        if age > Duration::from_secs(10) {
-            match std::fs::remove_file(&lock) {
-                Ok(()) => {
-                    tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a killed builder")
-                }
-                Err(e) => {
-                    tracing::warn!(lock = %lock.display(), "cannot remove a stale ref lock: {e}")
-                }
-            }
+    /// A builder killed while gix held a ref's `.lock` file (the branch, or
+    /// a remote's tracking ref under `refs/protoforge/`) leaves it behind,
+    /// and every later update of that ref would fail. We hold the builder
+    /// lock, so no other builder can own one.
+    fn clear_stale_ref_locks(&self) {
+        let refs = self.root.join(".git/refs");
+        let mut locks = vec![refs.join("heads").join(format!("{}.lock", self.config.branch))];
+        locks.extend(
+            walkdir::WalkDir::new(refs.join("protoforge"))
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "lock")
+                })
+                .map(walkdir::DirEntry::into_path),
+        );
+        for lock in locks {
+            clear_if_stale(&lock);
         }
     }
 }
+
+/// Remove `lock` if it is left by a dead process. A git command of the
+/// user's holds a ref lock for milliseconds: a lock older than
+/// [`STALE_REF_LOCK_AGE`], or one that sits unchanged while we watch it for
+/// [`STALE_REF_LOCK_WATCH`], is not a live one's.
+fn clear_if_stale(lock: &Path) {
+    let Ok(first) = std::fs::metadata(lock) else { return };
+    let watched = Instant::now();
+    loop {
+        let Ok(meta) = std::fs::metadata(lock) else { return };
+        let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+        let unchanged = meta.len() == first.len() && meta.modified().ok() == first.modified().ok();
+        if !unchanged {
+            // Someone is writing it: a live git command. Let it finish.
+            return;
+        }
+        if age > STALE_REF_LOCK_AGE || watched.elapsed() > STALE_REF_LOCK_WATCH {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match std::fs::remove_file(lock) {
+        Ok(()) => {
+            tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a killed builder")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(lock = %lock.display(), "cannot remove a stale ref lock: {e}"),
+    }
+}
+
+/// A ref lock this old is never a live git command's.
+const STALE_REF_LOCK_AGE: Duration = Duration::from_secs(10);
+/// How long a young ref lock must sit unchanged before it counts as stale.
+const STALE_REF_LOCK_WATCH: Duration = Duration::from_secs(2);
 
 /// Where a submission stands, as the branch tells it.
 #[derive(Debug, Clone, PartialEq)]

@@ -136,5 +136,19 @@ fn a_ref_lock_left_by_a_killed_builder_is_cleared() {
     assert!(run.stderr.contains("removed a stale ref lock"), "{}", run.stderr);
     assert_eq!(repo.sites().len(), 2);
     assert!(!lock.exists());
+
+    // Killed a moment ago, in a branch update or in a fetch: the restart
+    // finds young locks that nobody touches.
+    std::fs::write(&lock, "0000000000000000000000000000000000000000\n").unwrap();
+    let tracking = repo.path().join(".git/refs/protoforge/remotes/origin");
+    std::fs::create_dir_all(&tracking).unwrap();
+    let tracking_lock = tracking.join("prototypes.lock");
+    std::fs::write(&tracking_lock, "").unwrap();
+    repo.write_inbox("c.yaml", "company: Third\ndescription: three\n");
+    let run = repo.build().ok();
+    assert_eq!(run.stderr.matches("removed a stale ref lock").count(), 2, "{}", run.stderr);
+    assert_eq!(repo.sites().len(), 3);
+    assert!(!lock.exists());
+    assert!(!tracking_lock.exists());
     repo.fsck();
 }
