@@ -416,15 +416,30 @@ impl Ai {
                     schema: if text.is_empty() { schema.clone() } else { None },
                     deadline: Some(deadline.saturating_duration_since(Instant::now())),
                 };
-                let answer = self.chain.chat(&request, |_| {}).await.map_err(|e| e.to_string())?;
+                // Every byte streamed, the attempts that broke off included: those were
+                // generated, and paid for, too.
+                let mut streamed = 0u64;
+                let answer = self.chain.chat(&request, |t| streamed += t.len() as u64).await;
+                let prompt_estimate = (request.system.len() as u64
+                    + request.messages.iter().map(|m| m.content.len() as u64).sum::<u64>())
+                    / 4;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        charge_broken(record, budget, streamed, prompt_estimate);
+                        return Err(e.to_string());
+                    }
+                };
                 let reply = &answer.reply;
                 record.attempts += reply.attempts;
+                charge_broken(
+                    record,
+                    budget,
+                    streamed.saturating_sub(reply.text.len() as u64),
+                    prompt_estimate,
+                );
                 // Servers that report no usage are charged by length (about 4 bytes a token).
-                let tokens_in = if reply.tokens_in > 0 {
-                    reply.tokens_in
-                } else {
-                    request.messages.iter().map(|m| m.content.len() as u64 / 4).sum()
-                };
+                let tokens_in = if reply.tokens_in > 0 { reply.tokens_in } else { prompt_estimate };
                 let tokens_out = if reply.tokens_out > 0 {
                     reply.tokens_out
                 } else {
@@ -497,6 +512,20 @@ impl<'a> Ask<'a> {
     fn new(name: &'static str, context: &'a Value, want: Want) -> Ask<'a> {
         Ask { name, context, want, schema: None }
     }
+}
+
+/// Charge what attempts that broke off mid-stream generated: a server reports no
+/// usage for them, so they are estimated (about 4 bytes a token; the prompt once,
+/// however many broke off). A budget must count them, or a provider that keeps
+/// cutting its streams would spend without limit.
+fn charge_broken(record: &mut StageRecord, budget: &Budget, bytes: u64, prompt_estimate: u64) {
+    if bytes == 0 {
+        return;
+    }
+    let out = bytes.div_ceil(4);
+    record.tokens_in += prompt_estimate;
+    record.tokens_out += out;
+    budget.spend(prompt_estimate + out);
 }
 
 fn what(want: Want) -> &'static str {

@@ -320,6 +320,37 @@ fn no_provider_answering_still_publishes_the_template_site() {
 }
 
 #[test]
+fn tokens_of_a_stream_that_broke_off_are_charged() {
+    // Half of it (2,048 bytes, 32 chunks of 64) is streamed, then the connection
+    // drops without an end: the server reports no usage for it, but the model wrote
+    // it and the provider bills it.
+    let broken = format!("// {}", "x".repeat(4093));
+    let js = |stall: bool| {
+        let server = FakeLlm::start(Format::OpenAi, Pace::default());
+        good_replies(&server, &fixtures());
+        if stall {
+            server.script("js", vec![Reply::Stall(broken.clone(), Duration::from_millis(100))]);
+        }
+        let repo = Repo::new();
+        build(&repo, &[provider("fake", &server.url, "openai")], &[]).ok();
+        let (_, meta) = only_site(&repo);
+        assert_eq!(meta["generator"]["mode"], "ai", "{:#}", meta["stages"]);
+        let s = stage(&meta, "js");
+        (
+            s["attempts"].as_u64().unwrap(),
+            s["tokens_in"].as_u64().unwrap(),
+            s["tokens_out"].as_u64().unwrap(),
+        )
+    };
+    let (clean_attempts, clean_in, clean_out) = js(false);
+    let (attempts, tokens_in, tokens_out) = js(true);
+    assert_eq!((clean_attempts, attempts), (1, 2));
+    assert_eq!(tokens_out - clean_out, 512, "2,048 bytes at 4 a token");
+    // The prompt was sent twice; the second time is estimated from its length.
+    assert!(tokens_in > clean_in + clean_in / 2, "{tokens_in} vs {clean_in}");
+}
+
+#[test]
 fn the_token_budget_sends_the_rest_to_the_templates() {
     let server = FakeLlm::start(Format::OpenAi, Pace::default());
     good_replies(&server, &fixtures());
