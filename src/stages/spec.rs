@@ -286,7 +286,8 @@ fn relax_json(json: &str) -> String {
                 '\n' => out.push_str("\\n"),
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
-                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                // JSON forbids only U+0000..U+001F raw; DEL and C1 controls are valid as they are.
+                c if c < '\u{20}' => out.push_str(&format!("\\u{:04x}", c as u32)),
                 c => out.push(c),
             }
             continue;
@@ -417,6 +418,12 @@ mod tests {
         assert_eq!(s.features, ["nav-toggle"]);
         // A comma inside a string stays.
         assert_eq!(relax_json(r#"{"a": "x,}", }"#), r#"{"a": "x,}" }"#);
+        // DEL and C1 controls are valid raw in a JSON string (once a proptest's find).
+        for valid in ["\"\u{7f}\"", "\"\u{85}\u{9f}\""] {
+            assert!(serde_json::from_str::<Value>(valid).is_ok());
+            assert_eq!(relax_json(valid), valid);
+        }
+        assert_eq!(relax_json("\"a\u{1}b\""), r#""a\u0001b""#);
     }
 
     proptest::proptest! {
