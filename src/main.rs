@@ -737,6 +737,28 @@ fn serve(
         .then(|| protoforge::webhook::Options::from_config(repo.clone(), &ws.config))
         .transpose()?;
     drop(ws);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Both ports are bound before anything starts: a taken port fails `serve`
+    // at once, with nothing left running. The demo goes on without the form.
+    let listener = runtime.block_on(protoforge::serve::bind(opts.listen))?;
+    let site_port = listener.local_addr().context("the bound port of serve.listen")?.port();
+    let webhook = match webhook {
+        Some(mut w) => match runtime.block_on(protoforge::webhook::bind(&w)) {
+            Ok(hook_listener) => {
+                w.site_port_bound(site_port);
+                Some((hook_listener, w))
+            }
+            Err(e) if announce.is_some() => {
+                tracing::warn!("{e}; the demo runs without the contact form");
+                None
+            }
+            Err(e) => return Err(anyhow::Error::from(e)),
+        },
+        None => None,
+    };
     // What the builder is doing, for the webhook's status and events.
     let board = Arc::new(protoforge::builder::Board::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -774,38 +796,20 @@ fn serve(
             .spawn(move || prune_on_schedule(&repo, config.as_deref(), &stop, now))
             .expect("the OS can start a thread")
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let listen = opts.listen;
     let result = runtime.block_on(async move {
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing the job in flight and draining connections");
             let _ = tx.send(true);
         });
-        // Bound first: a taken port fails `serve` now, not at shutdown. The
-        // demo goes on without the form instead.
-        let hook = match webhook {
-            Some(w) => match protoforge::webhook::bind(&w).await {
-                Ok(listener) => {
-                    let (board, rx) = (Arc::clone(&board), rx.clone());
-                    let addr = w.listen;
-                    let task = tokio::spawn(protoforge::webhook::serve_on(listener, w, board, rx));
-                    Some((task, addr))
-                }
-                Err(e) if announce.is_some() => {
-                    tracing::warn!("{e}; the demo runs without the contact form");
-                    None
-                }
-                Err(e) => return Err(anyhow::Error::from(e)),
-            },
-            None => None,
-        };
+        let hook = webhook.map(|(hook_listener, w)| {
+            let (board, rx) = (Arc::clone(&board), rx.clone());
+            let addr = hook_listener.local_addr().unwrap_or(w.listen);
+            (tokio::spawn(protoforge::webhook::serve_on(hook_listener, w, board, rx)), addr)
+        });
         if let Some(ids) = announce {
-            let port = listen.port();
+            let port = site_port;
             println!("\nServing on http://localhost:{port}/ (Ctrl-C to stop):");
             for id in ids {
                 println!("  http://{id}.localhost:{port}/");
@@ -814,7 +818,12 @@ fn serve(
                 println!("Contact form (builds what you send): http://{addr}/");
             }
         }
-        let served = protoforge::serve::run(opts, rx, Duration::from_secs(10)).await;
+        let mut stop_rx = rx.clone();
+        let served =
+            protoforge::serve::serve_on(listener, opts, rx, Duration::from_secs(10), async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
         if let Some((task, _)) = hook
             && let Err(e) = task.await
         {

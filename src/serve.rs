@@ -394,13 +394,16 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ServeError::Bind { addr: opts.listen, source })?;
+    let listener = bind(opts.listen).await?;
     serve_on(listener, opts, shutdown.clone(), grace, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     })
     .await
+}
+
+/// Bind the static server's port, so a taken one fails before anything starts.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Serve on an already bound listener (tests bind port 0).

@@ -64,9 +64,19 @@ pub struct Options {
     pub preview_url: String,
     pub secret: Option<Vec<u8>>,
     pub admin_token: Option<String>,
+    /// The preview URL was derived from `serve.listen` (not configured).
+    derived_preview: bool,
 }
 
 impl Options {
+    /// The port the static server really got (`serve.listen` may ask for port 0):
+    /// a preview URL derived from the listen address follows it.
+    pub fn site_port_bound(&mut self, port: u16) {
+        if self.derived_preview {
+            self.preview_url = format!("http://{{id}}.localhost:{port}/");
+        }
+    }
+
     /// Options from the config and the environment (the secret and token).
     pub fn from_config(repo: PathBuf, c: &Config) -> Result<Options, WebhookError> {
         let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
@@ -74,6 +84,7 @@ impl Options {
         if c.webhook.require_signature && secret.is_none() {
             return Err(WebhookError::NoSecret { var: config::SECRET_VAR });
         }
+        let derived_preview = c.webhook.preview_url.is_empty() && c.base_domain == "localhost";
         let preview_url = if !c.webhook.preview_url.is_empty() {
             c.webhook.preview_url.clone()
         } else if c.base_domain == "localhost" {
@@ -93,6 +104,7 @@ impl Options {
             preview_url,
             secret,
             admin_token: env(config::ADMIN_TOKEN_VAR),
+            derived_preview,
         })
     }
 }
@@ -639,6 +651,11 @@ fn metrics(shared: &Shared) -> Response<Body> {
             v.load(Ordering::Relaxed)
         ));
     }
+    let reserved = shared.body_budget_kib as usize - shared.body_budget.available_permits();
+    out.push_str(&format!(
+        "# HELP protoforge_webhook_body_reserved_bytes Memory reserved for request bodies being read (webhook.max_inflight_bytes bounds it).\n# TYPE protoforge_webhook_body_reserved_bytes gauge\nprotoforge_webhook_body_reserved_bytes {}\n",
+        reserved * 1024
+    ));
     out.push_str(&format!(
         "# HELP protoforge_queue_pending Jobs waiting, as of the builder's last scan.\n# TYPE protoforge_queue_pending gauge\nprotoforge_queue_pending {}\n",
         shared.board.queued()
