@@ -87,44 +87,44 @@ struct Serve {
 }
 
 impl Serve {
-    /// A port found free may be taken by another test before the server binds it: the server
-    /// must be seen alive with its ports open, else new ports are tried.
+    /// The server binds port 0 and its log names the ports it got: a port "found free"
+    /// could be taken by another test before the server binds it.
     fn start(repo: &Path, args: &[&str]) -> Serve {
-        let free =
-            || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        for _ in 0..5 {
-            let (port, hook) = (free(), free());
-            let child = Command::new(env!("CARGO_BIN_EXE_protoforge"))
-                .current_dir(repo)
-                .arg("serve")
-                .args(args)
-                // The test's own switch is not a config key.
-                .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
-                .env("PROTOFORGE_SERVE__LISTEN", format!("127.0.0.1:{port}"))
-                .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut serve = Serve { child, port, hook };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            let mut alive = true;
-            'ports: for p in [port, hook] {
-                while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                    if serve.child.try_wait().unwrap().is_some() {
-                        alive = false;
-                        break 'ports;
-                    }
-                    assert!(std::time::Instant::now() < deadline, "the server did not start");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
+        let log = tempfile::NamedTempFile::new().expect("a temp file for the server's log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_protoforge"))
+            .current_dir(repo)
+            .arg("serve")
+            .args(args)
+            // The test's own switch is not a config key.
+            .env_remove("PROTOFORGE_REQUIRE_CHECKERS")
+            .env("PROTOFORGE_LOG", "protoforge=info")
+            .env("PROTOFORGE_SERVE__LISTEN", "127.0.0.1:0")
+            .env("PROTOFORGE_WEBHOOK__LISTEN", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let site =
+            regex::Regex::new(r"serving prototypes addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
+        let hook = regex::Regex::new(r"webhook listening addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
+        let port_in = |re: &regex::Regex, text: &str| {
+            re.captures(text).map(|c| c[1].parse::<u16>().expect("a port number"))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            if let (Some(port), Some(hook)) = (port_in(&site, &text), port_in(&hook, &text)) {
+                return Serve { child, port, hook };
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            if alive && serve.child.try_wait().unwrap().is_none() {
-                return serve;
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the server exited ({status}) before it listened:\n{text}");
             }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server did not listen within 30 s:\n{text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("the server did not start on five pairs of free ports");
     }
 }
 

@@ -312,61 +312,47 @@ impl Server {
         Server::start_env(repo, args, &[])
     }
 
+    /// The server binds port 0 and its log names the ports it got: a port "found
+    /// free" could be taken by another test before the server binds it.
     pub fn start_env(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Server {
-        // A port found free may be taken by another test before the server binds it; then
-        // the server exits and whatever took the port would answer in its place. So the
-        // server must be seen running with its port open, else new ports are tried.
-        for _ in 0..5 {
-            if let Some(server) = Server::try_start(repo, args, env) {
-                return server;
-            }
-        }
-        panic!("the server did not start on five pairs of free ports");
-    }
-
-    fn try_start(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Option<Server> {
-        let (port, hook) = (free_port(), free_port());
-        let listen = format!("127.0.0.1:{port}");
-        let child = command(repo.path())
+        let log = tempfile::NamedTempFile::new().expect("a temp file for the server's log");
+        let mut child = command(repo.path())
             .arg("serve")
             .args(args)
-            .env("PROTOFORGE_SERVE__LISTEN", &listen)
-            .env("PROTOFORGE_WEBHOOK__LISTEN", format!("127.0.0.1:{hook}"))
+            .env("PROTOFORGE_SERVE__LISTEN", "127.0.0.1:0")
+            .env("PROTOFORGE_WEBHOOK__LISTEN", "127.0.0.1:0")
             .env("PROTOFORGE_SERVE__REFRESH_MS", "50")
             .env("PROTOFORGE_BUILDER__DEBOUNCE_MS", "50")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let mut server = Server { child, port, hook };
-        let mut ports = vec![port];
-        if !args.contains(&"--no-webhook") {
-            ports.push(hook);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        for p in ports {
-            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                if server.child.try_wait().unwrap().is_some() {
-                    return None;
-                }
-                assert!(std::time::Instant::now() < deadline, "the server did not start on {p}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
+        let webhook = !args.contains(&"--no-webhook");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // "serving prototypes" is logged once the branch is read and the port open.
+        let site =
+            regex::Regex::new(r"serving prototypes addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
+        let hook = regex::Regex::new(r"webhook listening addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
+        let port_in = |re: &regex::Regex, text: &str| {
+            re.captures(text).map(|c| c[1].parse::<u16>().expect("a port number"))
+        };
+        loop {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let port = port_in(&site, &text);
+            let hook_port = if webhook { port_in(&hook, &text) } else { Some(0) };
+            if let (Some(port), Some(hook)) = (port, hook_port) {
+                return Server { child, port, hook };
             }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the server exited ({status}) before it listened:\n{text}");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server did not listen within 30 s:\n{text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        // Open ports and a live child: but a child that lost a port exits a moment later.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        if server.child.try_wait().unwrap().is_some() {
-            return None;
-        }
-        let health = get(server.port, "localhost", "/healthz");
-        if health.status != 200 || health.text() != "ok\n" {
-            let _ = server.child.kill();
-            let _ = server.child.wait();
-            std::mem::forget(server);
-            return None;
-        }
-        Some(server)
     }
 
     /// SIGKILL, as a crash would, then wait.

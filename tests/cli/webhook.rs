@@ -754,8 +754,11 @@ fn idempotency_outlives_a_restart() {
     let server = Server::start(&repo, &["--no-build"]);
     let again =
         json_of(&post(&server, "application/json", body, &[("Idempotency-Key", "retry-me")]));
-    // (The preview URL names the new server's port.)
+    // (The preview URL names the new server's port: it listens on port 0, and the URL
+    // follows the port it really got.)
     assert_eq!((&first["job_id"], &first["project_id"]), (&again["job_id"], &again["project_id"]));
+    let preview = again["preview_url"].as_str().unwrap();
+    assert!(preview.ends_with(&format!(".localhost:{}/", server.port)), "{preview}");
     let same =
         json_of(&post(&server, "application/json", br#"{"description": "Same content"}"#, &[]));
     assert_eq!(content["job_id"], same["job_id"]);
@@ -783,7 +786,12 @@ fn bodies_in_memory_are_bounded_across_connections() {
     // A slow client reserves 40 KB of the 64 KB and stalls...
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", server.hook)).unwrap();
     slow.write_all(b"POST /api/queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40000\r\n\r\n{").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let reserved = "protoforge_webhook_body_reserved_bytes 40960\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(server.hook, HOST, "/metrics").text().contains(reserved) {
+        assert!(Instant::now() < deadline, "the slow body was never reserved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // ...so a second 40 KB post waits for room (until the slow one is cut off),
     // and is then taken, not refused.
     let description = "x".repeat(39_000);
@@ -797,21 +805,25 @@ fn bodies_in_memory_are_bounded_across_connections() {
 }
 
 #[test]
-fn a_taken_webhook_port_fails_serve_at_once() {
+fn a_taken_port_fails_serve_at_once() {
     let repo = Repo::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start = Instant::now();
-    let run = repo.run_env(
-        &["serve", "--no-build", "--no-prune"],
-        &[
-            ("PROTOFORGE_WEBHOOK__LISTEN", &format!("127.0.0.1:{port}")),
-            ("PROTOFORGE_SERVE__LISTEN", &format!("127.0.0.1:{free}")),
-        ],
-    );
-    assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("webhook.listen"), "{}", run.stderr);
-    assert!(start.elapsed() < Duration::from_secs(15));
+    // The webhook's port, then the sites' port: either one taken stops serve with
+    // exit 2 and the key to change, and leaves nothing running (it used to keep
+    // the webhook, builder and pruner going when the sites' port was taken).
+    for (key, env) in [
+        ("webhook.listen", [("PROTOFORGE_WEBHOOK__LISTEN", port), ("PROTOFORGE_SERVE__LISTEN", 0)]),
+        ("serve.listen", [("PROTOFORGE_SERVE__LISTEN", port), ("PROTOFORGE_WEBHOOK__LISTEN", 0)]),
+    ] {
+        let env: Vec<(&str, String)> =
+            env.iter().map(|(k, p)| (*k, format!("127.0.0.1:{p}"))).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let start = Instant::now();
+        let run = repo.run_env(&["serve", "--no-prune"], &env);
+        assert_eq!(run.code, 2, "{}", run.all());
+        assert!(run.stderr.contains(key), "{}", run.stderr);
+        assert!(start.elapsed() < Duration::from_secs(15));
+    }
     drop(taken);
 }

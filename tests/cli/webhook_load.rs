@@ -149,7 +149,11 @@ fn kill_9_during_a_load_run_loses_no_acknowledged_submission() {
         let stop = stop.clone();
         std::thread::spawn(move || load(port, usize::MAX, 16, stop))
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill once 40 posts are on disk: with 16 in flight, at least 24 were acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while yaml_files(&repo) < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     server.kill9();
     stop.store(true, Ordering::Relaxed);
     let sent = poster.join().unwrap();

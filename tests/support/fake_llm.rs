@@ -380,26 +380,32 @@ async fn stream(
         log.done();
         return;
     }
-    match format {
+    let ending = match format {
         Format::OpenAi => {
-            let _ = tx
-                .send(event(
-                    "",
-                    json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}),
-                ))
-                .await;
             let usage = json!({"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": total}});
-            let _ = tx.send(event("", usage)).await;
-            let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            vec![
+                event("", json!({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})),
+                event("", usage),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ]
         }
         Format::Anthropic => {
             let reason = if finish == "length" { "max_tokens" } else { "end_turn" };
             let delta = json!({"type": "message_delta", "delta": {"stop_reason": reason}, "usage": {"output_tokens": total}});
-            let _ = tx.send(event("message_delta", delta)).await;
-            let _ = tx.send(event("message_stop", json!({"type": "message_stop"}))).await;
+            vec![
+                event("message_delta", delta),
+                event("message_stop", json!({"type": "message_stop"})),
+            ]
+        }
+    };
+    // Stamped before the end goes out: the client may ask its next question the
+    // moment it reads the end, and that request must not look earlier than this.
+    log.done();
+    for chunk in ending {
+        if tx.send(chunk).await.is_err() {
+            return;
         }
     }
-    log.done();
 }
 
 /// The fixtures of a model that does everything right, for the bakery example.
