@@ -338,13 +338,17 @@ impl Workspace {
 }
 
 impl Workspace {
-    /// A builder killed while gix held a ref's `.lock` file (the branch, or
-    /// a remote's tracking ref under `refs/protoforge/`) leaves it behind,
-    /// and every later update of that ref would fail. We hold the builder
-    /// lock, so no other builder can own one.
+    /// A builder killed while gix held a ref's `.lock` file (the branch, a
+    /// remote's tracking ref under `refs/protoforge/`, or `packed-refs` while
+    /// deleting a packed tracking ref) leaves it behind, and every later
+    /// update of that ref would fail. We hold the builder lock, so no other
+    /// builder can own one.
     fn clear_stale_ref_locks(&self) {
         let refs = self.root.join(".git/refs");
-        let mut locks = vec![refs.join("heads").join(format!("{}.lock", self.config.branch))];
+        let mut locks = vec![
+            refs.join("heads").join(format!("{}.lock", self.config.branch)),
+            self.root.join(".git/packed-refs.lock"),
+        ];
         locks.extend(
             walkdir::WalkDir::new(refs.join("protoforge"))
                 .into_iter()
@@ -354,38 +358,46 @@ impl Workspace {
                 })
                 .map(walkdir::DirEntry::into_path),
         );
-        for lock in locks {
-            clear_if_stale(&lock);
-        }
+        clear_if_stale(locks);
     }
 }
 
-/// Remove `lock` if it is left by a dead process. A git command of the
-/// user's holds a ref lock for milliseconds: a lock older than
-/// [`STALE_REF_LOCK_AGE`], or one that sits unchanged while we watch it for
-/// [`STALE_REF_LOCK_WATCH`], is not a live one's.
-fn clear_if_stale(lock: &Path) {
-    let Ok(first) = std::fs::metadata(lock) else { return };
-    let watched = Instant::now();
-    loop {
-        let Ok(meta) = std::fs::metadata(lock) else { return };
-        let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
-        let unchanged = meta.len() == first.len() && meta.modified().ok() == first.modified().ok();
-        if !unchanged {
-            // Someone is writing it: a live git command. Let it finish.
-            return;
+/// Remove those of `locks` left by a dead process, watching them together. A
+/// git command of the user's holds a ref lock for milliseconds: a lock older
+/// than [`STALE_REF_LOCK_AGE`], or one that sits unchanged while we watch it
+/// for [`STALE_REF_LOCK_WATCH`], is not a live one's.
+fn clear_if_stale(locks: Vec<PathBuf>) {
+    let mut watched: Vec<(PathBuf, std::fs::Metadata)> = locks
+        .into_iter()
+        .filter_map(|lock| std::fs::metadata(&lock).ok().map(|first| (lock, first)))
+        .collect();
+    let start = Instant::now();
+    while !watched.is_empty() {
+        watched.retain(|(lock, first)| {
+            let Ok(meta) = std::fs::metadata(lock) else { return false };
+            if meta.len() != first.len() || meta.modified().ok() != first.modified().ok() {
+                // Someone is writing it: a live git command. Let it finish.
+                return false;
+            }
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            if age <= STALE_REF_LOCK_AGE && start.elapsed() <= STALE_REF_LOCK_WATCH {
+                return true;
+            }
+            match std::fs::remove_file(lock) {
+                Ok(()) => tracing::warn!(
+                    lock = %lock.display(),
+                    "removed a stale ref lock left by a killed builder"
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(lock = %lock.display(), "cannot remove a stale ref lock: {e}")
+                }
+            }
+            false
+        });
+        if !watched.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if age > STALE_REF_LOCK_AGE || watched.elapsed() > STALE_REF_LOCK_WATCH {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    match std::fs::remove_file(lock) {
-        Ok(()) => {
-            tracing::warn!(lock = %lock.display(), "removed a stale ref lock left by a killed builder")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(lock = %lock.display(), "cannot remove a stale ref lock: {e}"),
     }
 }
 

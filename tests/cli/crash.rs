@@ -144,11 +144,13 @@ fn a_ref_lock_left_by_a_killed_builder_is_cleared() {
     std::fs::create_dir_all(&tracking).unwrap();
     let tracking_lock = tracking.join("prototypes.lock");
     std::fs::write(&tracking_lock, "").unwrap();
+    let packed_lock = repo.path().join(".git/packed-refs.lock");
+    std::fs::write(&packed_lock, "# pack-refs with: peeled fully-peeled sorted \n").unwrap();
     repo.write_inbox("c.yaml", "company: Third\ndescription: three\n");
     let run = repo.build().ok();
-    assert_eq!(run.stderr.matches("removed a stale ref lock").count(), 2, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("removed a stale ref lock").count(), 3, "{}", run.stderr);
     assert_eq!(repo.sites().len(), 3);
     assert!(!lock.exists());
-    assert!(!tracking_lock.exists());
+    assert!(!tracking_lock.exists() && !packed_lock.exists());
     repo.fsck();
 }
