@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 
 #[path = "support/fake_llm.rs"]
 mod fake_llm;
+#[path = "support/listening.rs"]
+mod listening;
 
 fn project() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -104,27 +106,8 @@ impl Serve {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let site =
-            regex::Regex::new(r"serving prototypes addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
-        let hook = regex::Regex::new(r"webhook listening addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
-        let port_in = |re: &regex::Regex, text: &str| {
-            re.captures(text).map(|c| c[1].parse::<u16>().expect("a port number"))
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-            if let (Some(port), Some(hook)) = (port_in(&site, &text), port_in(&hook, &text)) {
-                return Serve { child, port, hook };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited ({status}) before it listened:\n{text}");
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the server did not listen within 30 s:\n{text}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let (port, hook) = listening::ports(&mut child, log.path(), true);
+        Serve { child, port, hook }
     }
 }
 

@@ -3,6 +3,8 @@
 
 #[path = "../support/fake_llm.rs"]
 mod fake_llm;
+#[path = "../support/listening.rs"]
+mod listening;
 mod util;
 
 mod build;

@@ -328,31 +328,9 @@ impl Server {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let webhook = !args.contains(&"--no-webhook");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        // "serving prototypes" is logged once the branch is read and the port open.
-        let site =
-            regex::Regex::new(r"serving prototypes addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
-        let hook = regex::Regex::new(r"webhook listening addr=Some\(127\.0\.0\.1:(\d+)\)").unwrap();
-        let port_in = |re: &regex::Regex, text: &str| {
-            re.captures(text).map(|c| c[1].parse::<u16>().expect("a port number"))
-        };
-        loop {
-            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-            let port = port_in(&site, &text);
-            let hook_port = if webhook { port_in(&hook, &text) } else { Some(0) };
-            if let (Some(port), Some(hook)) = (port, hook_port) {
-                return Server { child, port, hook };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited ({status}) before it listened:\n{text}");
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the server did not listen within 30 s:\n{text}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let (port, hook) =
+            crate::listening::ports(&mut child, log.path(), !args.contains(&"--no-webhook"));
+        Server { child, port, hook }
     }
 
     /// SIGKILL, as a crash would, then wait.
