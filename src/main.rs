@@ -818,12 +818,7 @@ fn serve(
                 println!("Contact form (builds what you send): http://{addr}/");
             }
         }
-        let mut stop_rx = rx.clone();
-        let served =
-            protoforge::serve::serve_on(listener, opts, rx, Duration::from_secs(10), async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let served = protoforge::serve::run_on(listener, opts, rx, Duration::from_secs(10)).await;
         if let Some((task, _)) = hook
             && let Err(e) = task.await
         {

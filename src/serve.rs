@@ -387,14 +387,14 @@ impl Shared {
     }
 }
 
-/// Run the server until `shutdown` turns true; connections in flight are
-/// given `grace` to finish.
-pub async fn run(
+/// Serve on `listener` (see [`bind`]) until `shutdown` turns true; connections
+/// in flight are given `grace` to finish.
+pub async fn run_on(
+    listener: tokio::net::TcpListener,
     opts: Options,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let listener = bind(opts.listen).await?;
     serve_on(listener, opts, shutdown.clone(), grace, async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     })

@@ -84,14 +84,16 @@ impl Options {
         if c.webhook.require_signature && secret.is_none() {
             return Err(WebhookError::NoSecret { var: config::SECRET_VAR });
         }
+        // On localhost the URL names the sites' port; `site_port_bound` corrects it
+        // once the port is bound.
         let derived_preview = c.webhook.preview_url.is_empty() && c.base_domain == "localhost";
-        let preview_url = if !c.webhook.preview_url.is_empty() {
-            c.webhook.preview_url.clone()
-        } else if c.base_domain == "localhost" {
+        let preview_url = if derived_preview {
             let port = c.serve.listen.parse::<SocketAddr>().map(|a| a.port()).unwrap_or(8080);
             format!("http://{{id}}.localhost:{port}/")
-        } else {
+        } else if c.webhook.preview_url.is_empty() {
             format!("https://{{id}}.{}/", c.base_domain)
+        } else {
+            c.webhook.preview_url.clone()
         };
         Ok(Options {
             listen: c.webhook.listen.parse().expect("validated at load"),
@@ -651,7 +653,8 @@ fn metrics(shared: &Shared) -> Response<Body> {
             v.load(Ordering::Relaxed)
         ));
     }
-    let reserved = shared.body_budget_kib as usize - shared.body_budget.available_permits();
+    let reserved =
+        (shared.body_budget_kib as usize).saturating_sub(shared.body_budget.available_permits());
     out.push_str(&format!(
         "# HELP protoforge_webhook_body_reserved_bytes Memory reserved for request bodies being read (webhook.max_inflight_bytes bounds it).\n# TYPE protoforge_webhook_body_reserved_bytes gauge\nprotoforge_webhook_body_reserved_bytes {}\n",
         reserved * 1024
