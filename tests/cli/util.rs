@@ -299,7 +299,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `protoforge serve` on a free port; stopped with SIGTERM when dropped.
+/// `protoforge serve` on ports the OS picks; stopped with SIGTERM when dropped.
 pub struct Server {
     child: std::process::Child,
     pub port: u16,

@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 /// read and the port open. Panics, with the log, if the server exits first or
 /// takes longer than 30 s.
 pub fn ports(child: &mut Child, log: &Path, webhook: bool) -> (u16, u16) {
-    let port_of = |what: &str, text: &str| {
-        let re = regex::Regex::new(&format!(r"{what} addr=Some\(127\.0\.0\.1:(\d+)\)"))
-            .expect("a valid pattern");
+    let pattern = |what: &str| {
+        regex::Regex::new(&format!(r"{what} addr=Some\(127\.0\.0\.1:(\d+)\)"))
+            .expect("a valid pattern")
+    };
+    let (site_re, hook_re) = (pattern("serving prototypes"), pattern("webhook listening"));
+    let port_of = |re: &regex::Regex, text: &str| {
         re.captures(text).map(|c| c[1].parse::<u16>().expect("a port number"))
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let site = port_of("serving prototypes", &text);
-        let hook = if webhook { port_of("webhook listening", &text) } else { Some(0) };
+        let site = port_of(&site_re, &text);
+        let hook = if webhook { port_of(&hook_re, &text) } else { Some(0) };
         if let (Some(site), Some(hook)) = (site, hook) {
             return (site, hook);
         }
